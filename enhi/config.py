@@ -1,0 +1,161 @@
+"""The run configuration: switches at the top of the script, the YAML, and command-line overrides.
+
+`load_run_config` merges, in order: the script's switches and the YAML file, then `key=value` arguments in
+OmegaConf dotlist form. A switch is a top-level name (`bnb_optim=true`); anything else is a YAML key
+(`trainer.max_steps=1000`). The YAML is checked against the schema below, so a misspelled key is an error
+naming the key instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from enhi.errors import UserError
+
+
+@dataclass
+class ManifestSpec:
+    path: str = MISSING
+    lang: str = MISSING
+    weight: float = 1.0
+
+
+@dataclass
+class NamedSet:
+    name: str = MISSING
+    path: str = MISSING
+    lang: str = MISSING
+
+
+@dataclass
+class TrainDs:
+    manifests: list[ManifestSpec] = field(default_factory=list)
+    batch_duration: float = 60.0
+    num_buckets: int = 4
+    min_duration: float = 0.3
+    max_duration: float = 20.0
+    shuffle: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class EvalDs:
+    sets: list[NamedSet] = field(default_factory=list)
+    batch_size: int = 16
+
+
+@dataclass
+class Tokenizer:
+    dir: str = MISSING
+    type: str = "bpe"
+
+
+@dataclass
+class Loss:
+    sigma: float = 0.02
+    omega: float = 0.1
+
+
+@dataclass
+class Sched:
+    name: str = "CosineAnnealing"
+    warmup_steps: int = 0
+    min_lr: float = 1.0e-6
+    max_steps: int | None = None
+
+
+@dataclass
+class Optim:
+    name: str = "adamw"
+    lr: float = 5.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 1.0e-3
+    sched: Sched = field(default_factory=Sched)
+
+
+@dataclass
+class ModelCfg:
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)
+    train_ds: TrainDs = field(default_factory=TrainDs)
+    validation_ds: EvalDs = field(default_factory=EvalDs)
+    test_ds: EvalDs = field(default_factory=EvalDs)
+    spec_augment: dict[str, Any] = field(default_factory=dict)  # checked against NeMo's class below
+    loss: Loss = field(default_factory=Loss)
+    ctc_loss_weight: float = 0.3
+    optim: Optim = field(default_factory=Optim)
+
+
+@dataclass
+class RunCfg:
+    name: str = "ft_110M_enhi"
+    seed: int = 1234
+    init_from_pretrained_model: str | None = None
+    init_from_nemo_model: str | None = None
+    model: ModelCfg = field(default_factory=ModelCfg)
+    trainer: dict[str, Any] = field(default_factory=dict)  # checked against pl.Trainer's signature below
+    exp_manager: dict[str, Any] = field(default_factory=dict)  # checked by NeMo's own ExpManagerConfig
+
+
+def _parse_value(text: str) -> Any:
+    return OmegaConf.create(f"v: {text}")["v"] if text != "" else ""
+
+
+def _check_kwargs(section: str, given: dict, fn) -> None:
+    allowed = set(inspect.signature(fn).parameters) - {"self", "args", "kwargs"}
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise UserError(f"unknown key {section}.{unknown[0]}; valid keys are the arguments of {fn.__qualname__}")
+
+
+def load_run_config(switches: dict[str, Any], yaml_path: str | Path, argv: list[str]) -> tuple[dict, DictConfig]:
+    """Apply `argv` overrides to the switches and to the YAML; return (switches, validated config).
+
+    `switches` maps each switch name to its default (the script's globals); a switch's type is its default's.
+    """
+    switches = dict(switches)
+    dotlist = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise UserError(f"argument {arg!r}: expected key=value, e.g. bnb_optim=true or trainer.max_steps=1000")
+        if key in switches:
+            switches[key] = _parse_value(value)
+        elif key == "config":
+            yaml_path = value
+        else:
+            dotlist.append(arg)
+    yaml_path = Path(switches.get("config", yaml_path))
+    if not yaml_path.is_file():
+        raise UserError(f"{yaml_path}: config file not found; pass config=path/to/file.yaml")
+    try:
+        user = OmegaConf.load(yaml_path)
+        schema = OmegaConf.structured(RunCfg)
+        cfg = OmegaConf.merge(schema, user, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        raise UserError(f"{yaml_path}: {msg} (see enhi/config.py for the valid keys)") from None
+    _check_sections(cfg, yaml_path)
+    return switches, cfg
+
+
+def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
+    import lightning.pytorch as pl
+    from nemo.collections.asr.modules import SpectrogramAugmentation
+    from nemo.utils.exp_manager import ExpManagerConfig
+
+    _check_kwargs("trainer", cfg.trainer, pl.Trainer.__init__)
+    _check_kwargs("model.spec_augment", cfg.model.spec_augment, SpectrogramAugmentation.__init__)
+    try:
+        OmegaConf.merge(OmegaConf.structured(ExpManagerConfig), OmegaConf.to_container(cfg.exp_manager, resolve=True))
+    except OmegaConfBaseException as e:
+        raise UserError(f"{yaml_path}: exp_manager: {str(e).splitlines()[0]}") from None
+    if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:
+        raise UserError(f"{yaml_path}: both init_from_pretrained_model and init_from_nemo_model are set; set one of them")
+    if cfg.init_from_nemo_model and not Path(cfg.init_from_nemo_model).is_file():
+        raise UserError(f"{cfg.init_from_nemo_model}: init_from_nemo_model not found; give the path of a .nemo file")

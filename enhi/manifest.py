@@ -1,0 +1,90 @@
+"""NeMo manifests (JSON lines: audio_filepath, duration, text, optional lang), read strictly.
+
+A malformed line, a missing field or a missing audio file is a `UserError` naming the file and line, so a
+bad manifest stops a run before training starts rather than hours into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from enhi.errors import UserError
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    audio_filepath: str
+    duration: float
+    text: str
+    lang: str | None = None
+
+
+def read_manifest(path: str | os.PathLike, check_audio: bool = True) -> list[ManifestEntry]:
+    """All entries of a manifest; relative audio paths are resolved against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: manifest not found; check the path in the YAML or on the command line")
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(item, dict):
+                raise UserError(f"{path}:{n}: expected a JSON object with audio_filepath, duration and text")
+            missing = [k for k in ("audio_filepath", "duration", "text") if k not in item]
+            if missing:
+                raise UserError(f"{path}:{n}: missing field(s) {', '.join(missing)}; each line needs audio_filepath, duration and text")
+            audio = Path(item["audio_filepath"])
+            if not audio.is_absolute():
+                audio = path.parent / audio
+            if check_audio and not audio.is_file():
+                raise UserError(f"{path}:{n}: audio file {audio} not found; fix audio_filepath or remove the line")
+            try:
+                duration = float(item["duration"])
+            except (TypeError, ValueError):
+                raise UserError(f"{path}:{n}: duration {item['duration']!r} is not a number") from None
+            entries.append(ManifestEntry(str(audio), duration, str(item["text"]), item.get("lang")))
+    if not entries:
+        raise UserError(f"{path}: manifest is empty; it needs one JSON line per utterance")
+    return entries
+
+
+def write_manifest(path: str | os.PathLike, entries: list[ManifestEntry]) -> None:
+    from enhi.atomic import atomic_file
+
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        for e in entries:
+            item = {"audio_filepath": e.audio_filepath, "duration": e.duration, "text": e.text}
+            if e.lang is not None:
+                item["lang"] = e.lang
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Mono float32 audio at 16 kHz (averaging channels and resampling when the file differs)."""
+    import soundfile as sf
+
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for unreadable files
+        raise UserError(f"{path}: cannot read audio ({e}); convert it to WAV or FLAC") from None
+    audio = audio.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(sr, SAMPLE_RATE)
+        audio = resample_poly(audio, SAMPLE_RATE // g, sr // g).astype(np.float32)
+    return audio

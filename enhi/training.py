@@ -1,0 +1,222 @@
+"""Loading, configuring and training a hybrid TDT-CTC model from the run config (see ft_110M_enhi.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from enhi.errors import UserError
+from enhi.evaluate import evaluate_sets
+from enhi.manifest import read_manifest
+from enhi.transplant import install_cpu_tdt_loss, rebuild_transducer_loss
+
+BNB_OPTIMIZER = "adamw8bit"
+
+
+def load_model(cfg: DictConfig, map_location: str = "cpu"):
+    """The starting model from `init_from_nemo_model` (a local file) or `init_from_pretrained_model` (a hub name)."""
+    from nemo.collections.asr.models import ASRModel
+
+    if cfg.init_from_nemo_model:
+        model = ASRModel.restore_from(cfg.init_from_nemo_model, map_location=map_location)
+    elif cfg.init_from_pretrained_model:
+        try:
+            model = ASRModel.from_pretrained(cfg.init_from_pretrained_model, map_location=map_location)
+        except Exception as e:  # NeMo raises several types when the hub cannot be reached
+            raise UserError(
+                f"{cfg.init_from_pretrained_model}: could not fetch the pretrained model ({type(e).__name__}); "
+                "when offline, download the .nemo elsewhere and set init_from_nemo_model instead"
+            ) from None
+    else:
+        raise UserError("no starting model: set init_from_pretrained_model or init_from_nemo_model in the YAML")
+    install_cpu_tdt_loss(model)
+    return model
+
+
+def register_bnb_optimizer() -> str:
+    """Register bitsandbytes' AdamW8bit in NeMo's optimizer registry (a plain optimizer swap: no module is
+    replaced, so the transplanted embedding stays as it is); returns its registry name."""
+    import bitsandbytes as bnb
+    from nemo.core.config.optimizers import AdamWParams
+    from nemo.core.optim.optimizers import AVAILABLE_OPTIMIZERS, register_optimizer
+
+    if BNB_OPTIMIZER not in AVAILABLE_OPTIMIZERS:
+        register_optimizer(BNB_OPTIMIZER, bnb.optim.AdamW8bit, AdamWParams())
+    return BNB_OPTIMIZER
+
+
+def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
+    """Apply the YAML's model settings to a loaded model: spec-augment, loss, CTC weight and optimizer."""
+    from nemo.collections.asr.modules import SpectrogramAugmentation
+
+    m = cfg.model
+    with open_dict(model.cfg):
+        model.cfg.spec_augment = OmegaConf.merge(
+            {"_target_": "nemo.collections.asr.modules.SpectrogramAugmentation"}, m.spec_augment
+        )
+        model.spec_augmentation = SpectrogramAugmentation(**m.spec_augment)
+
+        loss_cfg = model.cfg.get("loss") or OmegaConf.create({"loss_name": "default"})
+        if loss_cfg.get("loss_name") == "tdt":
+            loss_cfg.tdt_kwargs.sigma = m.loss.sigma
+            loss_cfg.tdt_kwargs.omega = m.loss.omega
+        model.cfg.loss = loss_cfg
+        rebuild_transducer_loss(model)
+
+        model.cfg.aux_ctc.ctc_loss_weight = m.ctc_loss_weight
+        model.ctc_loss_weight = m.ctc_loss_weight
+
+        optim = OmegaConf.to_container(m.optim, resolve=True)
+        if optim["sched"].get("max_steps") is None:
+            optim["sched"]["max_steps"] = int(cfg.trainer.max_steps)
+        if bnb_optim:
+            optim["name"] = register_bnb_optimizer()
+        model.cfg.optim = optim
+
+
+def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
+    """NeMo's Lhotse config: per-language manifests mixed by weight, tagged with `lang`, bucketed by duration."""
+    t = cfg.model.train_ds
+    if not t.manifests:
+        raise UserError("model.train_ds.manifests is empty; list at least one {path, lang, weight}")
+    for spec in t.manifests:
+        read_manifest(spec.path)  # fail now, naming file and line, rather than inside a dataloader worker
+    return {
+        "use_lhotse": True,
+        "input_cfg": [
+            {"type": "nemo", "manifest_filepath": str(s.path), "weight": float(s.weight), "tags": {"lang": s.lang}}
+            for s in t.manifests
+        ],
+        "sample_rate": 16000,
+        "batch_duration": t.batch_duration,
+        "use_bucketing": t.num_buckets > 1,
+        "num_buckets": t.num_buckets,
+        "num_cuts_for_bins_estimate": 2000,
+        "bucket_buffer_size": 2000,
+        "shuffle_buffer_size": 2000,
+        "min_duration": t.min_duration,
+        "max_duration": t.max_duration,
+        "shuffle": t.shuffle,
+        "num_workers": t.num_workers,
+        "seed": cfg.seed,
+        "shard_seed": cfg.seed,
+    }
+
+
+def eval_sets(spec: DictConfig) -> dict[str, list]:
+    return {s.name: read_manifest(s.path) for s in spec.sets}
+
+
+class ValidationByLanguage(pl.Callback):
+    """Every `every_n_steps` training steps (and at the end), WER/CER per validation language.
+
+    Logs `val_<name>_wer`, `val_<name>_cer` and `val_wer` (mean WER over the sets, what checkpoints rank by),
+    and appends each evaluation to `history_path` as JSON lines for plots.
+    """
+
+    def __init__(self, sets: dict[str, list], every_n_steps: int, batch_size: int, history_path: str | None = None):
+        self.sets, self.every, self.batch_size = sets, max(1, int(every_n_steps)), batch_size
+        self.history_path = history_path
+        self.history: list[dict] = []
+        self._last_step = -1
+
+    def run(self, trainer: pl.Trainer, pl_module, log: bool = True) -> dict[str, float]:
+        results = evaluate_sets(pl_module, self.sets, self.batch_size)
+        metrics = {}
+        for name, r in results.items():
+            metrics[f"val_{name}_wer"] = r["wer"]
+            metrics[f"val_{name}_cer"] = r["cer"]
+        metrics["val_wer"] = sum(r["wer"] for r in results.values()) / max(len(results), 1)
+        step = trainer.global_step
+        if log:
+            pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, rank_zero_only=True)
+        record = {"step": step, **metrics}
+        self.history.append(record)
+        if self.history_path and trainer.is_global_zero:
+            with open(self.history_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self._last_step = step
+        return metrics
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.sets and trainer.global_step % self.every == 0 and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+
+
+class StepTimer(pl.Callback):
+    """Wall seconds per optimizer step, excluding evaluation callbacks' time as far as Lightning allows."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Lightning trainer from `cfg.trainer`, with NeMo's exp_manager (logs, checkpoints, resume, final .nemo)."""
+    from nemo.utils.exp_manager import exp_manager
+
+    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    t.pop("val_check_interval", None)  # consumed by ValidationByLanguage
+    if t.get("precision", "auto") == "auto":
+        t["precision"] = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
+    trainer = pl.Trainer(
+        **t,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # Lhotse shards data per rank itself
+    )
+    em = OmegaConf.to_container(cfg.exp_manager, resolve=True)
+    ckpt = em.setdefault("checkpoint_callback_params", {})
+    ckpt.setdefault("every_n_train_steps", int(cfg.trainer.get("val_check_interval", 50)))
+    ckpt.setdefault("every_n_epochs", None)
+    exp_manager(trainer, OmegaConf.create(em))
+    return trainer
+
+
+def fit(model, cfg: DictConfig, history_path: str | None = None) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
+    """Attach data and optimizer from the config and train; returns the trainer and the two callbacks."""
+    pl.seed_everything(cfg.seed, workers=True)
+    val = ValidationByLanguage(
+        eval_sets(cfg.model.validation_ds),
+        cfg.trainer.get("val_check_interval", 50),
+        cfg.model.validation_ds.batch_size,
+        history_path,
+    )
+    timer = StepTimer()
+    trainer = build_trainer(cfg, [val, timer])
+    model.set_trainer(trainer)
+    model.setup_training_data(OmegaConf.create(train_ds_config(cfg)))
+    model.setup_optimization(optim_config=model.cfg.optim)
+    if val.sets and trainer.global_step == 0:
+        val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
+    model.train()  # Lightning keeps each module's mode as found; a restored or freshly built model is in eval
+    trainer.fit(model)
+    if val.sets and val._last_step != trainer.global_step:
+        val.run(trainer, model, log=False)
+    return trainer, val, timer
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """`model.save_to` under a temporary name, then renamed: the .nemo appears whole or not at all."""
+    from enhi.atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        model.save_to(str(tmp))
+    return path

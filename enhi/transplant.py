@@ -1,0 +1,234 @@
+"""Enlarge a Parakeet hybrid TDT-CTC model's vocabulary and carry every pretrained English weight across.
+
+Layouts, all read from the loaded model rather than assumed:
+- decoder embedding: rows `0..V-1` are tokens, row `V` is blank (it doubles as padding, `blank_as_pad`);
+- joint output: `V` token logits, then blank at `V`, then one logit per TDT duration;
+- CTC head (1x1 conv): `V` token logits, then the CTC blank at `V`.
+where `V` is the tokenizer's size. After `change_vocabulary` `V` becomes `V_new >= V_old`; old token rows keep
+their ids (the merged tokenizer guarantees the first `V_old` pieces are the old ones) and blank and duration
+rows move to their new positions.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from omegaconf import open_dict
+
+from enhi.errors import UserError
+
+# How much probability mass the new tokens may take from the old ones at step 0 (an upper bound; see
+# `_init_new_output_rows`). Small enough that English loss moves by far less than 1e-3, large enough that new
+# tokens' logits start within ~15 nats of the old mean and training lifts them in tens of steps.
+NEW_TOKEN_MASS_BOUND = 1e-6
+
+
+@dataclass(frozen=True)
+class VocabLayout:
+    """Sizes and special indices of a hybrid TDT-CTC model, read off the model itself."""
+
+    vocab_size: int  # tokenizer pieces
+    num_durations: int  # TDT duration outputs at the end of the joint (0 for plain RNN-T)
+
+    @property
+    def blank(self) -> int:
+        return self.vocab_size
+
+    @classmethod
+    def of(cls, model) -> VocabLayout:
+        v = model.tokenizer.vocab_size
+        extra = model.joint.num_extra_outputs
+        # Cross-check the three heads against the tokenizer so a half-changed model is caught here.
+        checks = {
+            "decoder embedding": (model.decoder.prediction["embed"].num_embeddings, v + 1),
+            "joint output": (model.joint.joint_net[-1].out_features, v + 1 + extra),
+        }
+        if hasattr(model, "ctc_decoder"):
+            checks["CTC head"] = (model.ctc_decoder.decoder_layers[-1].out_channels, v + 1)
+        for name, (got, want) in checks.items():
+            if got != want:
+                raise RuntimeError(f"{name} has {got} rows, expected {want} for a {v}-piece tokenizer")
+        return cls(vocab_size=v, num_durations=extra)
+
+
+def tokenizer_pieces(model) -> list[str]:
+    """The model's tokenizer pieces in id order."""
+    tok = model.tokenizer
+    return [tok.ids_to_tokens([i])[0] for i in range(tok.vocab_size)]
+
+
+def check_prefix(old_pieces: list[str], new_pieces: list[str], tokenizer_dir: str) -> None:
+    """Refuse a tokenizer whose first pieces are not exactly the model's own, in order."""
+    n = len(old_pieces)
+    if len(new_pieces) < n or new_pieces[:n] != old_pieces:
+        first_bad = next(
+            (i for i, (a, b) in enumerate(zip(old_pieces, new_pieces, strict=False)) if a != b), min(n, len(new_pieces))
+        )
+        raise UserError(
+            f"{tokenizer_dir}: its first {n} pieces are not the model's tokenizer pieces (first difference at id "
+            f"{first_bad}); build it with merge_token.py --base <this model> so English ids keep their meaning"
+        )
+
+
+def _rows(module_param: torch.Tensor, old: torch.Tensor, new_index: list[int], old_index: list[int]) -> None:
+    module_param.data[new_index] = old.data[old_index].to(module_param.dtype)
+
+
+@torch.no_grad()
+def _init_new_output_rows(weight: torch.Tensor, bias: torch.Tensor, old_label_rows: list[int], new_rows: list[int]) -> None:
+    """New token rows = mean of the old label rows (tokens and blank), bias lowered by `delta`.
+
+    Why this bounds the step-0 change for any input: with z_j = w_j.h + b_j, the new logits equal mean(z_old) -
+    delta, and by Jensen logsumexp(z_old) >= log(n_old) + mean(z_old). So the new tokens' total probability
+    relative to the old ones is at most n_new / n_old * exp(-delta), here NEW_TOKEN_MASS_BOUND: greedy outputs
+    cannot change (a new logit is below the mean, hence below the max) and the loss moves by < 1e-3.
+    Starting from the mean row (not zeros) keeps new tokens' logits near the old ones' scale, so they learn fast.
+    """
+    if not new_rows:
+        return
+    n_old, n_new = len(old_label_rows), len(new_rows)
+    delta = math.log(n_new / n_old) - math.log(NEW_TOKEN_MASS_BOUND)
+    weight[new_rows] = weight[old_label_rows].mean(dim=0, keepdim=True)
+    bias[new_rows] = bias[old_label_rows].mean() - delta
+
+
+def rebuild_transducer_loss(model) -> None:
+    """Build the transducer loss exactly as the model's config defines it (NeMo's `change_vocabulary` builds a
+    plain RNN-T loss and silently drops TDT durations, sigma, omega and the configured reduction)."""
+    from nemo.collections.asr.losses.rnnt import RNNTLoss
+
+    loss_name, loss_kwargs = model.extract_rnnt_loss_cfg(model.cfg.get("loss", None))
+    num_classes = model.joint.num_classes_with_blank - 1
+    if loss_name == "tdt":
+        num_classes -= model.joint.num_extra_outputs
+    model.loss = RNNTLoss(
+        num_classes=num_classes,
+        loss_name=loss_name,
+        loss_kwargs=loss_kwargs,
+        reduction=model.cfg.get("rnnt_reduction", "mean_batch"),
+    )
+    install_cpu_tdt_loss(model)
+    if model.joint.fuse_loss_wer:
+        model.joint.set_loss(model.loss)
+        model.joint.set_wer(model.wer)
+
+
+class DeviceDispatchTDTLoss(torch.nn.Module):
+    """NeMo's numba TDT loss on CUDA, the project's pure-PyTorch one (same semantics) on CPU."""
+
+    def __init__(self, cuda_loss: torch.nn.Module, cpu_loss: torch.nn.Module):
+        super().__init__()
+        self.cuda_loss = cuda_loss
+        self.cpu_loss = cpu_loss
+
+    # RNNTLoss toggles `reduction` on its inner loss around each call; mirror it onto both.
+    @property
+    def reduction(self):
+        return self.cuda_loss.reduction
+
+    @reduction.setter
+    def reduction(self, value) -> None:
+        self.cuda_loss.reduction = value
+        self.cpu_loss.reduction = value
+
+    def forward(self, acts, labels, act_lens, label_lens):
+        loss = self.cuda_loss if acts.is_cuda else self.cpu_loss
+        return loss(acts=acts, labels=labels, act_lens=act_lens, label_lens=label_lens)
+
+
+def install_cpu_tdt_loss(model) -> None:
+    """Give a TDT model a CPU path for its loss (NeMo's TDT loss runs only on CUDA). No-op for other losses."""
+    from enhi.tdt_loss import TDTLossTorch
+
+    inner = model.loss._loss
+    if isinstance(inner, DeviceDispatchTDTLoss) or type(inner).__name__ != "TDTLossNumba":
+        return
+    _, kw = model.extract_rnnt_loss_cfg(model.cfg.get("loss", None))
+    cpu = TDTLossTorch(
+        blank=inner.blank,
+        durations=list(kw.get("durations", [])),
+        reduction=inner.reduction,
+        sigma=float(kw.get("sigma", 0.0)),
+        omega=float(kw.get("omega", 0.0)),
+        fastemit_lambda=float(kw.get("fastemit_lambda", 0.0)),
+        clamp=float(kw.get("clamp", -1.0)),
+    )
+    model.loss._loss = DeviceDispatchTDTLoss(inner, cpu)
+    if model.joint.fuse_loss_wer:
+        model.joint.set_loss(model.loss)
+
+
+def change_vocabulary(model, tokenizer_dir: str, transplant: bool = True) -> dict:
+    """Switch `model` to the tokenizer in `tokenizer_dir` and, if `transplant`, carry the old rows across.
+
+    Returns a summary (old/new sizes, rows copied). Without `transplant` this is NeMo's plain
+    `change_vocabulary` (fresh output layers) with the loss rebuilt as configured.
+    """
+    old = VocabLayout.of(model)
+    old_pieces = tokenizer_pieces(model)
+    saved = {
+        "embed": copy.deepcopy(model.decoder.prediction["embed"].weight.detach()),
+        "joint_w": copy.deepcopy(model.joint.joint_net[-1].weight.detach()),
+        "joint_b": copy.deepcopy(model.joint.joint_net[-1].bias.detach()),
+        "pred_net": copy.deepcopy(model.decoder.prediction["dec_rnn"].state_dict()),
+        "joint_enc": copy.deepcopy(model.joint.enc.state_dict()),
+        "joint_pred": copy.deepcopy(model.joint.pred.state_dict()),
+    }
+    has_ctc = hasattr(model, "ctc_decoder")
+    if has_ctc:
+        saved["ctc_w"] = copy.deepcopy(model.ctc_decoder.decoder_layers[-1].weight.detach())
+        saved["ctc_b"] = copy.deepcopy(model.ctc_decoder.decoder_layers[-1].bias.detach())
+
+    if transplant:
+        # Check before touching the model, so a refused tokenizer leaves it as it was.
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=f"{tokenizer_dir}/tokenizer.model")
+        check_prefix(old_pieces, [sp.id_to_piece(i) for i in range(sp.get_piece_size())], tokenizer_dir)
+
+    model.change_vocabulary(new_tokenizer_dir=str(tokenizer_dir), new_tokenizer_type="bpe")
+    # NeMo's change_vocabulary keeps the old spec but rebuilds the loss as plain RNN-T: undo that.
+    rebuild_transducer_loss(model)
+    new = VocabLayout.of(model)
+    summary = {"old_vocab_size": old.vocab_size, "new_vocab_size": new.vocab_size, "transplant": transplant}
+    if not transplant:
+        return summary
+    if new.num_durations != old.num_durations:
+        raise RuntimeError("change_vocabulary changed the number of TDT durations")
+
+    device = next(model.parameters()).device
+    tokens = list(range(old.vocab_size))
+    new_tokens = list(range(old.vocab_size, new.vocab_size))
+    durations_old = [old.blank + 1 + d for d in range(old.num_durations)]
+    durations_new = [new.blank + 1 + d for d in range(new.num_durations)]
+    with torch.no_grad():
+        embed = model.decoder.prediction["embed"].weight
+        _rows(embed, saved["embed"].to(device), tokens + [new.blank], tokens + [old.blank])
+        model.decoder.prediction["dec_rnn"].load_state_dict(saved["pred_net"])
+        model.joint.enc.load_state_dict(saved["joint_enc"])
+        model.joint.pred.load_state_dict(saved["joint_pred"])
+
+        lin = model.joint.joint_net[-1]
+        src = tokens + [old.blank] + durations_old
+        dst = tokens + [new.blank] + durations_new
+        _rows(lin.weight, saved["joint_w"].to(device), dst, src)
+        _rows(lin.bias, saved["joint_b"].to(device), dst, src)
+        _init_new_output_rows(lin.weight, lin.bias, tokens + [new.blank], new_tokens)
+
+        if has_ctc:
+            conv = model.ctc_decoder.decoder_layers[-1]
+            _rows(conv.weight, saved["ctc_w"].to(device), tokens + [new.blank], tokens + [old.blank])
+            _rows(conv.bias, saved["ctc_b"].to(device), tokens + [new.blank], tokens + [old.blank])
+            _init_new_output_rows(conv.weight, conv.bias, tokens + [new.blank], new_tokens)
+
+    summary["rows_copied"] = {
+        "decoder_embedding": len(tokens) + 1,
+        "joint_output": len(dst),
+        "ctc_output": len(tokens) + 1 if has_ctc else 0,
+    }
+    with open_dict(model.cfg):
+        model.cfg.vocab_transplant = {"old_vocab_size": old.vocab_size, "new_vocab_size": new.vocab_size}
+    return summary

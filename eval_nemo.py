@@ -1,0 +1,61 @@
+"""Evaluate any .nemo on any manifests: predictions as JSON lines, WER and CER per language.
+
+    uv run eval_nemo.py --model runs/ft_110M_enhi/checkpoints/ft_110M_enhi.nemo \
+        --manifest en_test.json --manifest hi_test.json --out predictions.jsonl
+
+Utterances are grouped by their manifest's `lang` field (else by manifest file name). Text is normalized the
+same way for reference and hypothesis: Unicode NFC, punctuation removed, Latin lower-cased, Devanagari as is.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from enhi.errors import UserError, exit_on_user_error
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a .nemo checkpoint")
+    p.add_argument("--manifest", action="append", required=True, help="a NeMo manifest; repeat for several")
+    p.add_argument("--out", required=True, help="predictions, JSON lines (written whole or not at all)")
+    p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args(argv)
+
+    from enhi.atomic import atomic_file
+    from enhi.evaluate import error_rates, transcribe_entries
+    from enhi.manifest import read_manifest
+    from enhi.training import load_model
+
+    if not Path(args.model).is_file():
+        raise UserError(f"{args.model}: model not found; give the path of a .nemo file")
+    groups: dict[str, list] = {}
+    for path in args.manifest:
+        for e in read_manifest(path):
+            groups.setdefault(e.lang or Path(path).stem, []).append(e)
+    model = load_model(_cfg(args.model))
+
+    rows, table = [], []
+    for lang, entries in groups.items():
+        hyps = transcribe_entries(model, entries, args.batch_size, args.decoder)
+        r = error_rates([e.text for e in entries], hyps)
+        table.append(f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}")
+        rows += [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
+    with atomic_file(args.out, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7}")
+    print("\n".join(table))
+    print(f"predictions written to {args.out}")
+
+
+def _cfg(model_path: str):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"init_from_nemo_model": model_path, "init_from_pretrained_model": None})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

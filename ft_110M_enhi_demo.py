@@ -1,0 +1,74 @@
+"""Teach a pretrained Parakeet TDT-CTC model Hindi without losing English.
+
+    uv run ft_110M_enhi_demo.py                                  # offline demo: no checkpoint or data needed
+    uv run ft_110M_enhi_demo.py init_from_nemo_model=parakeet-tdt_ctc-110m.nemo \
+        model.train_ds.manifests='[{path: en.json, lang: en, weight: 0.5}, {path: hi.json, lang: hi, weight: 0.5}]' \
+        model.validation_ds.sets='[{name: en, path: en_dev.json, lang: en}, {name: hi, path: hi_dev.json, lang: hi}]'
+
+Settings live in ft_110M_enhi.yaml; any of its keys and any switch below can be overridden as key=value.
+With neither init_from_* set, the offline demo synthesizes a bilingual corpus, trains a small English stand-in
+for the pretrained model, and compares the transplant against NeMo's plain change_vocabulary.
+"""
+
+import sys
+
+from enhi.config import load_run_config
+from enhi.errors import exit_on_user_error
+
+# ---- switches: edit here, or override on the command line (e.g. `bnb_optim=true`) ----
+bnb_optim = False  # bitsandbytes 8-bit AdamW: optimizer state in 8 bits (about 4x smaller), same update rule
+using_birwkv7 = False  # replace encoder self-attention with BiRWKV7 (memory linear in audio length)
+transplant = True  # carry English rows into the enlarged vocabulary; False = NeMo's plain change_vocabulary
+adapt_only = False  # stop after the vocabulary change (+ transplant) and write the model to `save_to`
+save_to = ""  # .nemo path written by adapt_only
+config = "ft_110M_enhi.yaml"  # the YAML with data, model and trainer settings
+SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to", "config"]
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    import torch
+
+    from enhi import demo
+    from enhi.training import configure_model, fit, load_model, save_model
+    from enhi.transplant import change_vocabulary
+
+    sw, cfg = load_run_config({k: globals()[k] for k in SWITCHES}, config, argv)
+    offline_demo = not (cfg.init_from_pretrained_model or cfg.init_from_nemo_model)
+    if offline_demo:  # corpus + English stand-in + merged tokenizer, all cached under demo_cache/
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        cfg = demo.prepare(cfg)
+    arms = demo.arms(sw["transplant"], offline_demo)  # the demo trains both arms on the same data and steps
+
+    results = {}
+    for arm in arms:
+        # 1. The pretrained model (or the demo's stand-in).
+        model = load_model(cfg)
+        # 2. Enlarge the vocabulary; with the transplant, every English row is carried across.
+        info = change_vocabulary(model, cfg.model.tokenizer.dir, transplant=arm.transplant)
+        print(f"[{arm.name}] vocabulary {info['old_vocab_size']} -> {info['new_vocab_size']}, transplant={arm.transplant}")
+        # 3. Optionally swap encoder attention for BiRWKV7.
+        if sw["using_birwkv7"]:
+            from birwkv7.convert import convert_to_birwkv7
+
+            model = convert_to_birwkv7(model, init="attention")
+        # 4. Loss, spec-augment, optimizer (8-bit with bnb_optim) from the YAML.
+        configure_model(model, cfg, bnb_optim=sw["bnb_optim"])
+        if sw["adapt_only"]:
+            if not sw["save_to"]:
+                from enhi.errors import UserError
+
+                raise UserError("adapt_only=true needs save_to=PATH.nemo")
+            print(f"adapted model written to {save_model(model, sw['save_to'])}")
+            return
+        # 5. Fine-tune on English + Hindi; validation WER/CER per language; checkpoints and final .nemo.
+        arm_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg
+        trainer, val, timer = fit(model, arm_cfg, history_path=demo.history_path(arm_cfg))
+        results[arm.name] = {"history": val.history, "step_seconds": timer.times}
+
+    if offline_demo:  # table + plot: stand-in before adaptation vs transplant vs plain change_vocabulary
+        demo.report(cfg, results)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

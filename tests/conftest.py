@@ -1,0 +1,88 @@
+"""Shared fixtures: the reference tokenizers, NeMo tokenizer folders, tiny models and a small synthesized corpus."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "reference"
+EN_MODEL = ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model"
+HI_DIR = ROOT / "assets" / "tokenizers" / "hi256"
+MERGED_DIR = ROOT / "en1024_hi256"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def en_tok_dir(tmp_path_factory) -> Path:
+    """Parakeet's real English tokenizer as a NeMo tokenizer folder."""
+    from enhi.tokenizer_merge import write_nemo_tokenizer_folder
+
+    out = tmp_path_factory.mktemp("tok") / "en1024"
+    write_nemo_tokenizer_folder(EN_MODEL, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> dict[str, Path]:
+    """A few synthesized English and Hindi utterances (unseen voices in val)."""
+    from enhi.corpus import build_corpus
+
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    build_corpus(out, n_train_per_lang=48, n_val_per_lang=8, seed=0)
+    m = out / "manifests"
+    return {f"{lang}_{split}": m / f"{lang}_{split}.json" for lang in ("en", "hi") for split in ("train", "val")}
+
+
+def train_briefly(model, manifest: Path, steps: int, batch: int = 12, lr: float = 3e-3, seed: int = 0) -> list[float]:
+    """A plain training loop (no Lightning) on one manifest: enough to make a tiny model emit real transcripts."""
+    from enhi.evaluate import _batch
+    from enhi.manifest import load_audio, read_manifest
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    entries = read_manifest(manifest)
+    audio = [load_audio(e.audio_filepath) for e in entries]
+    ids = [model.tokenizer.text_to_ids(e.text) for e in entries]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for step in range(steps):
+        idx = [(step * batch + i) % len(entries) for i in range(batch)]
+        sig, lens = _batch([audio[i] for i in idx], torch.device("cpu"))
+        tl = torch.tensor([len(ids[i]) for i in idx])
+        tr = torch.zeros(batch, int(tl.max()), dtype=torch.long)
+        for j, i in enumerate(idx):
+            tr[j, : len(ids[i])] = torch.tensor(ids[i])
+        enc, el = model.forward(input_signal=sig, input_signal_length=lens)
+        dec, _, _ = model.decoder(targets=tr, target_length=tl)
+        joint = model.joint.joint(enc.transpose(1, 2), dec.transpose(1, 2))
+        loss = model.loss(log_probs=joint, targets=tr, input_lengths=el, target_lengths=tl)
+        ctc = model.ctc_loss(log_probs=model.ctc_decoder(encoder_output=enc), targets=tr, input_lengths=el, target_lengths=tl)
+        total = 0.7 * loss + 0.3 * ctc
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(total))
+    model.eval()
+    return losses
+
+
+@pytest.fixture(scope="session")
+def standin_nemo(tmp_path_factory, en_tok_dir, small_corpus) -> Path:
+    """A tiny English model trained briefly on synthesized English speech, saved as .nemo (a pretrained stand-in)."""
+    from enhi.tiny_model import build_parakeet_model
+    from enhi.transplant import install_cpu_tdt_loss
+
+    model = build_parakeet_model(en_tok_dir, seed=0, d_model=48, n_layers=2, n_heads=2, pred_hidden=48, joint_hidden=48)
+    install_cpu_tdt_loss(model)
+    train_briefly(model, small_corpus["en_train"], steps=60)
+    path = tmp_path_factory.mktemp("standin") / "standin_en.nemo"
+    model.save_to(str(path))
+    return path

@@ -1,0 +1,156 @@
+"""The offline eSpeak NG corpus: synthesis, text normalization, manifests, voice split and caching."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from enhi.corpus import SAMPLE_RATE, VOICES, build_corpus, phonemize, synthesize
+from enhi.corpus_text import (
+    EN_SENTENCES,
+    HI_SENTENCES,
+    MAX_WORDS,
+    MIN_WORDS,
+    normalize_text,
+    sentence_pool,
+    split_sentences,
+)
+from enhi.errors import UserError
+
+HINDI = "मैं आज बाज़ार जा रहा हूँ।"
+EN_RE = re.compile(r"[a-z']+( [a-z']+)*")
+HI_RE = re.compile(r"[\u0900-\u097f]+( [\u0900-\u097f]+)*")
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+
+@pytest.mark.parametrize(("text", "lang", "voice"), [
+    ("The bus is late again today.", "en", "en-us+f3"),
+    (HINDI, "hi", "hi"),
+    (HINDI, "hi", "hi+m2"),
+])
+def test_synthesize_gives_speech(text: str, lang: str, voice: str) -> None:
+    audio = synthesize(text, lang, voice, rate=170, pitch=50)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.5 <= len(audio) / SAMPLE_RATE <= 6.0
+    assert _rms(audio) > 0.02
+    assert np.abs(audio).max() <= 1.0
+
+
+@pytest.mark.parametrize("lang", ["en", "hi"])
+def test_every_configured_voice_speaks(lang: str) -> None:
+    text = "The bus is late again today." if lang == "en" else HINDI
+    for voice in VOICES[lang]["train"] + VOICES[lang]["val"]:
+        assert _rms(synthesize(text, lang, voice, rate=170, pitch=50)) > 0.02, voice
+
+
+def test_rate_and_pitch_take_effect() -> None:
+    slow = synthesize("The bus is late again today.", "en", "en-us", rate=130, pitch=50)
+    fast = synthesize("The bus is late again today.", "en", "en-us", rate=200, pitch=50)
+    assert len(slow) > 1.2 * len(fast)
+    low = synthesize("The bus is late again today.", "en", "en-us", rate=170, pitch=30)
+    high = synthesize("The bus is late again today.", "en", "en-us", rate=170, pitch=70)
+    assert not np.array_equal(low[: min(len(low), len(high))], high[: min(len(low), len(high))])
+
+
+def test_hindi_voice_reads_devanagari() -> None:
+    hi = synthesize(HINDI, "hi", "hi", rate=170, pitch=50)
+    en = synthesize(HINDI, "en", "en-us", rate=170, pitch=50)
+    n = min(len(hi), len(en))
+    assert len(hi) != len(en) or not np.allclose(hi[:n], en[:n])
+    # The hi voice reads the words with its own rules: IPA, no "(lang)" switch marker, no letter names.
+    ph = phonemize(HINDI, "hi")
+    assert "(" not in ph and "baːzˈaːɾ" in ph
+    # The English voice has no Devanagari rules and hands the text to Hindi's, which eSpeak marks.
+    assert "(hi)" in phonemize(HINDI, "en", "en-us")
+
+
+def test_unknown_voices_are_refused() -> None:
+    with pytest.raises(ValueError):
+        synthesize("hello there friend", "en", "en-gb")  # British English is "en" in eSpeak NG
+    with pytest.raises(ValueError):
+        synthesize("hello there friend", "en", "en-us+nosuchvariant")  # eSpeak itself would ignore it
+    with pytest.raises(ValueError):
+        synthesize("hello there friend", "hi", "en-us")
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("Let's go, it's 'late' — OK?", "en") == "let's go it's late ok"
+    hi = normalize_text("क्या यह सीट ख़ाली है? हाँ। ठीक॥", "hi")
+    assert hi == unicodedata.normalize("NFC", hi) and "।" not in hi and "?" not in hi
+    with pytest.raises(ValueError):
+        normalize_text("यह bus है", "hi")
+
+
+@pytest.mark.parametrize(("lang", "sentences", "pattern"), [("en", EN_SENTENCES, EN_RE), ("hi", HI_SENTENCES, HI_RE)])
+def test_text_sources(lang: str, sentences: tuple[str, ...], pattern: re.Pattern) -> None:
+    assert len(sentences) >= 200
+    for s in sentences + tuple(sentence_pool(lang, 700)):
+        t = normalize_text(s, lang)
+        assert pattern.fullmatch(t), s
+        assert MIN_WORDS <= len(t.split()) <= MAX_WORDS, s
+    pool = [normalize_text(s, lang) for s in sentence_pool(lang, 700)]
+    assert len(set(pool)) == 700
+    train, val = split_sentences(lang, 400, 60)
+    assert not {normalize_text(s, lang) for s in train} & {normalize_text(s, lang) for s in val}
+
+
+def _manifest(root: Path, lang: str, split: str) -> list[dict]:
+    lines = (root / "manifests" / f"{lang}_{split}.json").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_build_corpus(tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    summary = build_corpus(out, n_train_per_lang=6, n_val_per_lang=2, seed=0)
+    assert not summary["cached"]
+    assert summary["counts"] == {"en": {"train": 6, "val": 2}, "hi": {"train": 6, "val": 2}}
+    assert summary["voices"] == {lang: {s: list(v) for s, v in d.items()} for lang, d in VOICES.items()}
+    for lang in ("en", "hi"):
+        rows = {split: _manifest(out, lang, split) for split in ("train", "val")}
+        assert len(rows["train"]) == 6 and len(rows["val"]) == 2
+        for split, items in rows.items():
+            for r in items:
+                path = Path(r["audio_filepath"])
+                assert path.is_absolute() and path.is_file() and path.parent == out.resolve() / lang / split
+                audio, sr = sf.read(path, dtype="float32")
+                assert sr == SAMPLE_RATE and audio.ndim == 1
+                assert abs(len(audio) - r["duration"] * SAMPLE_RATE) <= 1
+                assert 0.5 <= r["duration"] <= 6.0 and _rms(audio) > 0.01
+                assert r["lang"] == lang and r["voice"] in VOICES[lang][split]
+                if lang == "en":
+                    assert EN_RE.fullmatch(r["text"])
+                else:
+                    assert HI_RE.fullmatch(r["text"]) and "।" not in r["text"]
+                    assert r["text"] == unicodedata.normalize("NFC", r["text"])
+        # Unseen voices and unseen sentences in validation.
+        assert not {r["voice"] for r in rows["train"]} & {r["voice"] for r in rows["val"]}
+        assert not {r["text"] for r in rows["train"]} & {r["text"] for r in rows["val"]}
+    info = json.loads((out / "corpus_info.json").read_text(encoding="utf-8"))
+    assert info["params"]["n_train_per_lang"] == 6 and info["total_hours"] > 0
+
+    wavs = sorted(out.rglob("*"))
+    mtimes = {p: p.stat().st_mtime_ns for p in wavs}
+    again = build_corpus(out, n_train_per_lang=6, n_val_per_lang=2, seed=0)
+    assert again["cached"] and again["counts"] == summary["counts"]
+    assert sorted(out.rglob("*")) == wavs and {p: p.stat().st_mtime_ns for p in wavs} == mtimes
+
+    # Different parameters rebuild the corpus in place; no temporary folders are left behind.
+    rebuilt = build_corpus(out, n_train_per_lang=4, n_val_per_lang=1, seed=1)
+    assert not rebuilt["cached"] and len(_manifest(out, "hi", "train")) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
+def test_build_corpus_refuses_foreign_folder(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("not a corpus")
+    with pytest.raises(UserError):
+        build_corpus(tmp_path, n_train_per_lang=1, n_val_per_lang=1)
+    assert (tmp_path / "precious.txt").read_text() == "not a corpus"

@@ -1,0 +1,136 @@
+"""The vocabulary change with weight transplant: rows carried exactly, zero regression at step 0, TDT kept."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import MERGED_DIR, HI_DIR
+
+from enhi.errors import UserError
+from enhi.evaluate import batch_losses, transcribe_audio
+from enhi.manifest import load_audio, read_manifest
+from enhi.tiny_model import build_parakeet_model
+from enhi.transplant import DeviceDispatchTDTLoss, VocabLayout, change_vocabulary
+
+
+def _restore(path):
+    from nemo.collections.asr.models import ASRModel
+
+    from enhi.transplant import install_cpu_tdt_loss
+
+    m = ASRModel.restore_from(str(path), map_location="cpu")
+    install_cpu_tdt_loss(m)
+    return m.eval()
+
+
+def _loss_signature(model) -> dict:
+    outer = model.loss
+    inner = outer._loss
+    if isinstance(inner, DeviceDispatchTDTLoss):
+        inner = inner.cuda_loss
+    return {
+        "inner": type(inner).__name__,
+        "blank": outer._blank,
+        "reduction": outer.reduction,
+        "durations": list(getattr(inner, "durations", []) or []),
+        "sigma": getattr(inner, "sigma", None),
+        "omega": getattr(inner, "omega", None),
+        "fused_loss_is_model_loss": model.joint._loss is model.loss if model.joint.fuse_loss_wer else True,
+    }
+
+
+def test_nemo_change_vocabulary_drops_tdt_and_ours_restores_it(en_tok_dir):
+    # The trap: NeMo's own change_vocabulary rebuilds a plain RNN-T loss.
+    plain = build_parakeet_model(en_tok_dir)
+    plain.change_vocabulary(new_tokenizer_dir=str(MERGED_DIR), new_tokenizer_type="bpe")
+    assert type(plain.loss._loss).__name__ == "RNNTLossNumba"
+
+    fresh = build_parakeet_model(MERGED_DIR)  # what a model built for the merged vocabulary has
+    for transplant in (True, False):
+        model = build_parakeet_model(en_tok_dir)
+        change_vocabulary(model, str(MERGED_DIR), transplant=transplant)
+        sig, ref = _loss_signature(model), _loss_signature(fresh)
+        ref["inner"] = "TDTLossNumba"
+        assert sig == ref
+        assert sig["inner"] == "TDTLossNumba" and sig["durations"] == [0, 1, 2, 3, 4]
+        assert sig["sigma"] == 0.02 and sig["omega"] == 0.1 and sig["reduction"] == "mean_volume"
+        assert isinstance(model.loss._loss, DeviceDispatchTDTLoss)  # the CPU path is wired in
+
+
+def test_rows_are_carried_exactly(en_tok_dir):
+    model = build_parakeet_model(en_tok_dir, seed=3)
+    old = VocabLayout.of(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    info = change_vocabulary(model, str(MERGED_DIR), transplant=True)
+    new = VocabLayout.of(model)
+    after = model.state_dict()
+    V, W, D = old.vocab_size, new.vocab_size, old.num_durations
+    assert (V, D) == (1024, 5) and W == info["new_vocab_size"] == 1278 and new.num_durations == D
+
+    emb_b, emb_a = before["decoder.prediction.embed.weight"], after["decoder.prediction.embed.weight"]
+    assert torch.equal(emb_a[:V], emb_b[:V]) and torch.equal(emb_a[W], emb_b[V])
+
+    for key in ("joint.joint_net.2.weight", "joint.joint_net.2.bias"):
+        b, a = before[key], after[key]
+        assert torch.equal(a[:V], b[:V])  # tokens
+        assert torch.equal(a[W], b[V])  # blank
+        assert torch.equal(a[W + 1 : W + 1 + D], b[V + 1 : V + 1 + D])  # every TDT duration
+    for key in ("ctc_decoder.decoder_layers.0.weight", "ctc_decoder.decoder_layers.0.bias"):
+        b, a = before[key], after[key]
+        assert torch.equal(a[:V], b[:V]) and torch.equal(a[W], b[V])
+    # Prediction network, joint.enc and joint.pred whole; the encoder untouched.
+    for key, val in before.items():
+        if key.startswith(("decoder.prediction.dec_rnn", "joint.enc", "joint.pred", "encoder.")):
+            assert torch.equal(after[key], val), key
+    # New output rows: the mean old row, lowered so the new tokens cannot take probability mass at step 0.
+    jw, jb = after["joint.joint_net.2.weight"], after["joint.joint_net.2.bias"]
+    label_rows = list(range(V)) + [W]
+    assert torch.allclose(jw[V:W], jw[label_rows].mean(0, keepdim=True).expand(W - V, -1))
+    assert float(jb[V:W].max()) < float(jb[label_rows].mean()) - 10
+
+
+def test_refuses_a_tokenizer_that_does_not_start_with_the_model_pieces(en_tok_dir, tmp_path):
+    from enhi.tokenizer_merge import write_nemo_tokenizer_folder
+
+    model = build_parakeet_model(en_tok_dir)
+    hi_dir = tmp_path / "hi"
+    write_nemo_tokenizer_folder(HI_DIR / "tokenizer.model", hi_dir)
+    with pytest.raises(UserError, match="first 1024 pieces are not the model's tokenizer pieces"):
+        change_vocabulary(model, str(hi_dir), transplant=True)
+    assert model.tokenizer.vocab_size == 1024  # refused before anything changed
+
+
+def test_zero_regression_at_step_0_on_english_speech(standin_nemo, small_corpus):
+    original = _restore(standin_nemo)
+    adapted = _restore(standin_nemo)
+    change_vocabulary(adapted, str(MERGED_DIR), transplant=True)
+    entries = read_manifest(small_corpus["en_val"]) + read_manifest(small_corpus["en_train"])[:16]
+    audio = [load_audio(e.audio_filepath) for e in entries]
+    for decoder in ("tdt", "ctc"):
+        a, b = transcribe_audio(original, audio, decoder=decoder), transcribe_audio(adapted, audio, decoder=decoder)
+        assert sum(bool(t.strip()) for t in a) >= len(a) // 2, f"stand-in emits too little to compare: {a}"
+        assert a == b, decoder
+    texts = [e.text for e in entries]
+    for i in range(0, len(entries), 8):
+        random.seed(i)  # NeMo's TDT loss draws the omega branch at random: same draw for both models
+        la = batch_losses(original, audio[i : i + 8], texts[i : i + 8])
+        random.seed(i)
+        lb = batch_losses(adapted, audio[i : i + 8], texts[i : i + 8])
+        for k in la:
+            assert abs(la[k] - lb[k]) < 1e-3, (k, la[k], lb[k])
+    # Without the transplant the same model forgets English entirely.
+    plain = _restore(standin_nemo)
+    change_vocabulary(plain, str(MERGED_DIR), transplant=False)
+    assert transcribe_audio(plain, audio, decoder="tdt") != transcribe_audio(original, audio, decoder="tdt")
+
+
+def test_cpu_tdt_loss_trains_the_adapted_model(standin_nemo, small_corpus):
+    from conftest import train_briefly
+
+    model = _restore(standin_nemo)
+    change_vocabulary(model, str(MERGED_DIR), transplant=True)
+    losses = train_briefly(model, small_corpus["hi_train"], steps=8, batch=6)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < losses[0]

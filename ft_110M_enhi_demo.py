@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     import torch
 
     from enhi import demo
-    from enhi.training import configure_model, fit, load_model, save_model
+    from enhi.training import check_data, configure_model, evaluate_test_sets, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
 
     sw, cfg = load_run_config({k: globals()[k] for k in SWITCHES}, config, argv)
@@ -38,6 +38,8 @@ def main(argv: list[str]) -> None:
     if offline_demo:  # corpus + English stand-in + merged tokenizer, all cached under demo_cache/
         torch.set_num_threads(max(1, torch.get_num_threads()))
         cfg = demo.prepare(cfg)
+    elif not sw["adapt_only"]:
+        check_data(cfg)  # every manifest read before any model is loaded or folder written
     arms = demo.arms(sw["transplant"], offline_demo)  # the demo trains both arms on the same data and steps
 
     results = {}
@@ -65,6 +67,7 @@ def main(argv: list[str]) -> None:
         arm_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg
         trainer, val, timer = fit(model, arm_cfg, history_path=demo.history_path(arm_cfg))
         results[arm.name] = {"history": val.history, "step_seconds": timer.times}
+        evaluate_test_sets(model, arm_cfg)
 
     if offline_demo:  # table + plot: stand-in before adaptation vs transplant vs plain change_vocabulary
         demo.report(cfg, results)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import shlex
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,10 +30,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without installing
 
+from bench.results import write_section  # noqa: E402
 from birwkv7 import wkv7  # noqa: E402
 
 SHAPES = [(8, 8, 64, 4096), (1, 16, 64, 32768)]  # (B, H, N, T)
-START, END = "<!-- wkv7-bench:start -->", "<!-- wkv7-bench:end -->"
 
 
 def rwkv7_inputs(B: int, T: int, H: int, N: int, device: str) -> list[torch.Tensor]:
@@ -72,9 +74,8 @@ def make_cases(B: int, H: int, N: int, T: int, device: str) -> dict[str, tuple[C
     leaves = [x.clone().requires_grad_() for x in (r, w, k, v, a, b)]
     cases["ours: wkv7 cuda"] = (lambda ls=leaves: wkv7(*ls, backend="cuda")[0], leaves)
 
-    leaves_t = [x.clone().requires_grad_() for x in (r, w, k, v, a, b)]
-    cases["ours: wkv7 torch (chunked)"] = (lambda ls=leaves_t: wkv7(*ls, backend="torch")[0], leaves_t)
-
+    q, kq, vq = (x.transpose(1, 2).contiguous().requires_grad_() for x in (r, k, v))  # (B, H, T, N)
+    cases["torch SDPA (non-causal)"] = (lambda: F.scaled_dot_product_attention(q, kq, vq), [q, kq, vq])
     try:
         from fla.ops.rwkv7 import chunk_rwkv7
 
@@ -88,21 +89,27 @@ def make_cases(B: int, H: int, N: int, T: int, device: str) -> dict[str, tuple[C
     except Exception as exc:  # not installed, or its import fails on this machine
         cases["fla chunk_rwkv7"] = (None, [f"skipped: fla not importable ({type(exc).__name__}: {exc})"])
 
-    q, kq, vq = (x.transpose(1, 2).contiguous().requires_grad_() for x in (r, k, v))  # (B, H, T, N)
-    cases["torch SDPA (non-causal)"] = (lambda: F.scaled_dot_product_attention(q, kq, vq), [q, kq, vq])
+    leaves_t = [x.clone().requires_grad_() for x in (r, w, k, v, a, b)]
+    cases["ours: wkv7 torch (chunked)"] = (lambda ls=leaves_t: wkv7(*ls, backend="torch")[0], leaves_t)
+
     return cases
 
 
-def bench_shape(B: int, H: int, N: int, T: int, reps: int, device: str) -> list[dict]:
+def bench_shape(B: int, H: int, N: int, T: int, reps: int, device: str, skip: list[str]) -> list[dict]:
     rows = []
     cases = make_cases(B, H, N, T, device)
     outputs: dict[str, torch.Tensor] = {}
     for name, (fwd, leaves) in cases.items():
         row = {"shape": f"B={B} H={H} N={N} T={T}", "name": name, "fwd": None, "fwdbwd": None, "note": ""}
+        if any(word in name for word in skip):
+            row["note"] = "skipped (--skip)"
+            rows.append(row)
+            continue
         if fwd is None:
             row["note"] = leaves[0]
             rows.append(row)
             continue
+        t_setup = time.perf_counter()
         try:
             with torch.no_grad():
                 outputs[name] = fwd().float()
@@ -126,6 +133,13 @@ def bench_shape(B: int, H: int, N: int, T: int, reps: int, device: str) -> list[
             row["note"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         torch.cuda.empty_cache()
         rows.append(row)
+        # Progress line per entry (first-call compilation, e.g. Triton autotuning, is included in "wall").
+        wall = time.perf_counter() - t_setup
+        print(
+            f"  {row['shape']} | {name}: fwd {fmt(row['fwd'])} ms, fwd+bwd {fmt(row['fwdbwd'])} ms "
+            f"{row['note']} (wall {wall:.1f} s)",
+            flush=True,
+        )
 
     # Same computation check: our y vs fla's / the chunked torch backend's y on identical inputs.
     ours = outputs.get("ours: wkv7 cuda")
@@ -155,19 +169,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, section: str) -> None:
-    """Replace the text between this benchmark's markers (or append it); other sections stay as they are."""
-    block = f"{START}\n{section.rstrip()}\n{END}\n"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -177,9 +178,13 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "RESULTS.md")
     parser.add_argument("--no-write", action="store_true", help="print only, leave the results file alone")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="skip entries whose name contains any of these words"
+    )
     args = parser.parse_args()
 
-    command = shlex.join(["python", *sys.argv])
+    env = f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} " if os.environ.get("PYTHONPATH") else ""
+    command = env + shlex.join([Path(sys.executable).name, *sys.argv])
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if not torch.cuda.is_available():
         print("No CUDA GPU: every entry of this benchmark needs one; nothing measured.")
@@ -193,28 +198,25 @@ def main() -> None:
     except Exception:
         fla_version = "not importable"
 
-    rows = []
+    header = [
+        "## wkv7 operator (bench/bench_wkv7.py)",
+        "",
+        f"- machine: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); fla {fla_version}",
+        f"- date: {date}",
+        f"- command (repository root): `{command}`",
+        "- bf16 inputs; median of CUDA-event timings; forward+backward = forward then `y.backward(grad)`",
+        "  (no final-state output/grad). fla gets `w_log = -exp(w)`, its log-decay convention.",
+        "",
+    ]
+    rows: list[dict] = []
     for B, H, N, T in SHAPES:
-        rows += bench_shape(B, H, N, T, args.reps, device)
-        print(table([r for r in rows if r["shape"] == f"B={B} H={H} N={N} T={T}"]), flush=True)
-
-    section = "\n".join(
-        [
-            "## wkv7 operator (bench/bench_wkv7.py)",
-            "",
-            f"- machine: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); fla {fla_version}",
-            f"- date: {date}",
-            f"- command (repository root): `{command}`",
-            "- bf16 inputs; median of CUDA-event timings; forward+backward = forward then `y.backward(grad)`",
-            "  (no final-state output/grad). fla gets `w_log = -exp(w)`, its log-decay convention.",
-            "",
-            table(rows),
-        ]
-    )
+        rows += bench_shape(B, H, N, T, args.reps, device, args.skip)
+        section = "\n".join([*header, table(rows)])
+        if not args.no_write:  # after every shape, so a run cut short still leaves what it measured
+            write_section("wkv7-bench", section, args.results)
     print()
     print(section)
     if not args.no_write:
-        write_results(args.results, section)
         print(f"\nwrote {args.results}")
 
 

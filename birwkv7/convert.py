@@ -105,8 +105,9 @@ def convert_to_birwkv7(
 
 def restore(path: str | os.PathLike, map_location: Any = None) -> Any:
     """``ASRModel.restore_from`` that also works for converted models (registers the encoder with NeMo first)."""
-    import birwkv7.nemo_encoder  # noqa: F401  (import registers the _target_ prefix with NeMo)
     from nemo.collections.asr.models import ASRModel
+
+    import birwkv7.nemo_encoder  # noqa: F401  (import registers the _target_ prefix with NeMo)
 
     return ASRModel.restore_from(str(path), map_location=map_location)
 

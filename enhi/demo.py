@@ -17,9 +17,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from enhi.atomic import atomic_dir, atomic_file
+from enhi.config import ManifestSpec, NamedSet
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "demo_cache"
@@ -27,11 +28,12 @@ TOKENIZERS = ROOT / "assets" / "tokenizers"
 
 # Corpus and model sizes chosen so the whole demo fits in ~20 minutes on a 2-core CPU.
 N_TRAIN, N_VAL = 400, 40
-STANDIN = dict(d_model=96, n_layers=4, n_heads=4, pred_hidden=96, joint_hidden=96, subsampling_conv_channels=64)
-STANDIN_STEPS = 700
+STANDIN = dict(d_model=96, n_layers=4, n_heads=4, pred_hidden=96, joint_hidden=96, subsampling_conv_channels=32)
+STANDIN_STEPS = 500
 STANDIN_LR = 3e-3
-FINETUNE_STEPS = 150
-FINETUNE_EVERY = 25
+FINETUNE_STEPS = 120
+FINETUNE_EVERY = 30
+BATCH_DURATION = 30  # seconds of audio per step: small batches, more updates per CPU second
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ def _run_cfg(cfg: DictConfig, name: str, steps: int, every: int) -> DictConfig:
     c = copy.deepcopy(cfg)
     c.trainer.max_steps = steps
     c.trainer.val_check_interval = every
+    c.trainer.log_every_n_steps = every  # NeMo decodes a training batch for its WER log at this interval
+    c.model.train_ds.batch_duration = BATCH_DURATION
     c.exp_manager.exp_dir = str(CACHE / "runs")
     c.exp_manager.name = name
     c.exp_manager.resume_if_exists = False  # each demo arm starts fresh from the adapted model
@@ -99,8 +103,8 @@ def _standin(cfg: DictConfig, corpus: dict) -> Path:
     if path.is_file():
         return path
     c = _run_cfg(cfg, "standin_en", STANDIN_STEPS, STANDIN_STEPS // 4)
-    c.model.train_ds.manifests = [{"path": corpus["en_train"], "lang": "en", "weight": 1.0}]
-    c.model.validation_ds.sets = [{"name": "en", "path": corpus["en_val"], "lang": "en"}]
+    c.model.train_ds.manifests = [ManifestSpec(corpus["en_train"], "en", 1.0)]
+    c.model.validation_ds.sets = [NamedSet("en", corpus["en_val"], "en")]
     c.model.optim.lr = STANDIN_LR
     c.model.optim.sched.warmup_steps = 100
     c.exp_manager.checkpoint_callback_params.save_nemo_on_train_end = False
@@ -124,21 +128,15 @@ def prepare(cfg: DictConfig) -> DictConfig:
     cfg = copy.deepcopy(cfg)
     cfg.init_from_nemo_model = str(standin)
     cfg.model.tokenizer.dir = str(_merged_tokenizer_dir(standin))
-    cfg.model.train_ds.manifests = [
-        {"path": corpus["en_train"], "lang": "en", "weight": 0.5},
-        {"path": corpus["hi_train"], "lang": "hi", "weight": 0.5},
-    ]
-    cfg.model.validation_ds.sets = [
-        {"name": "en", "path": corpus["en_val"], "lang": "en"},
-        {"name": "hi", "path": corpus["hi_val"], "lang": "hi"},
-    ]
+    cfg.model.train_ds.manifests = [ManifestSpec(corpus["en_train"], "en", 0.5), ManifestSpec(corpus["hi_train"], "hi", 0.5)]
+    cfg.model.validation_ds.sets = [NamedSet("en", corpus["en_val"], "en"), NamedSet("hi", corpus["hi_val"], "hi")]
     return cfg
 
 
 def _standin_scores(cfg: DictConfig) -> dict:
     """The stand-in before adaptation on the same validation sets (cached with the stand-in)."""
-    from enhi.training import eval_sets, load_model
     from enhi.evaluate import evaluate_sets
+    from enhi.training import eval_sets, load_model
 
     path = CACHE / "standin_scores.json"
     if path.is_file():

@@ -110,6 +110,13 @@ def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def check_data(cfg: DictConfig) -> None:
+    """Read every training, validation and test manifest now (bad lines and missing audio are one-line errors)."""
+    train_ds_config(cfg)
+    eval_sets(cfg.model.validation_ds)
+    eval_sets(cfg.model.test_ds)
+
+
 def eval_sets(spec: DictConfig) -> dict[str, list]:
     return {s.name: read_manifest(s.path) for s in spec.sets}
 
@@ -192,6 +199,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 def fit(model, cfg: DictConfig, history_path: str | None = None) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
     """Attach data and optimizer from the config and train; returns the trainer and the two callbacks."""
     pl.seed_everything(cfg.seed, workers=True)
+    # Read every manifest before the trainer creates any folder: bad data stops the run with nothing written.
+    train_cfg = train_ds_config(cfg)
     val = ValidationByLanguage(
         eval_sets(cfg.model.validation_ds),
         cfg.trainer.get("val_check_interval", 50),
@@ -201,7 +210,7 @@ def fit(model, cfg: DictConfig, history_path: str | None = None) -> tuple[pl.Tra
     timer = StepTimer()
     trainer = build_trainer(cfg, [val, timer])
     model.set_trainer(trainer)
-    model.setup_training_data(OmegaConf.create(train_ds_config(cfg)))
+    model.setup_training_data(OmegaConf.create(train_cfg))
     model.setup_optimization(optim_config=model.cfg.optim)
     if val.sets and trainer.global_step == 0:
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
@@ -220,3 +229,14 @@ def save_model(model, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         model.save_to(str(tmp))
     return path
+
+
+def evaluate_test_sets(model, cfg: DictConfig) -> dict[str, dict]:
+    """WER/CER of the trained model on `model.test_ds.sets`, printed per set and returned."""
+    sets = eval_sets(cfg.model.test_ds)
+    if not sets:
+        return {}
+    results = evaluate_sets(model, sets, cfg.model.test_ds.batch_size)
+    for name, r in results.items():
+        print(f"test {name}: WER {r['wer']:.3f}  CER {r['cer']:.3f}  ({r['n']} utterances)")
+    return results

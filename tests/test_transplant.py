@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import MERGED_DIR, HI_DIR
+from conftest import HI_DIR, MERGED_DIR
 
 from enhi.errors import UserError
 from enhi.evaluate import batch_losses, transcribe_audio

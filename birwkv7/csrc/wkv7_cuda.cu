@@ -21,6 +21,13 @@
 // for each chunk from the last to the first, replays the chunk forward from its snapshot into a per-block
 // global scratch of CHUNK+1 states (small enough to stay in L2), then walks it backwards.
 // Any T is accepted: the last chunk is just shorter.
+//
+// Performance notes (H100, bf16, B=8 H=8 N=64 T=4096: forward 4.3 ms, forward+backward 28.8 ms; see
+// bench/RESULTS.md): parallelism is one block per (b, h), so small B*H leaves most SMs idle, and the
+// backward's column pass reads the replayed states from L2 (two loads per element per step), which
+// dominates its time.  Known ways to speed it up: keep S_t's column from the previous reverse step in
+// registers (halves those loads), split value rows over several blocks (rows are independent in the
+// recurrence; column sums would then need a cross-block reduction), or a chunked tensor-core form.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -1,0 +1,48 @@
+"""Shared by the benchmarks: write one marked section of bench/RESULTS.md, leaving the others as they are."""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine() -> str:
+    """The GPU's name when there is one, else the CPU, with torch's version."""
+    import torch
+
+    if torch.cuda.is_available():
+        dev = f"{torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda})"
+    else:
+        dev = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
+    return dev
+
+
+def header(title: str, command: str | None = None) -> list[str]:
+    cmd = command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    return [
+        f"## {title}",
+        "",
+        f"- machine: {machine()}",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- command (repository root): `{cmd}`",
+        "",
+    ]
+
+
+def write_section(key: str, section: str, path: Path = RESULTS) -> None:
+    """Replace the text between `<!-- key:start -->` and `<!-- key:end -->` (or append it)."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+    block = f"{start}\n{section.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,103 @@
+"""ft_110M_enhi_demo.py as users run it: adapt_only writes a loadable adapted model; bad input is one line,
+a non-zero exit, and nothing written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import MERGED_DIR, ROOT
+
+SCRIPT = ROOT / "ft_110M_enhi_demo.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ft_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_inprocess(capsys, *argv: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        _script().main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return e.value.code, err[-1] if err else ""
+
+
+def test_adapt_only_writes_the_adapted_model(standin_nemo, tmp_path):
+    out = tmp_path / "adapted.nemo"
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+         "adapt_only=true", f"save_to={out}", f"exp_manager.exp_dir={tmp_path / 'runs'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "vocabulary 1024 -> 1278, transplant=True" in r.stdout
+    from nemo.collections.asr.models import ASRModel
+
+    m = ASRModel.restore_from(str(out), map_location="cpu")
+    assert m.tokenizer.vocab_size == 1278 and m.joint.num_classes_with_blank == 1278 + 1 + 5
+    assert type(m.loss._loss).__name__ == "TDTLossNumba" and m.loss._loss.durations == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted.nemo"]  # no temporary left, no run folder
+
+
+def _bad_manifest(tmp_path, content: str):
+    p = tmp_path / "bad.json"
+    p.write_text(content, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("not_json", r"bad.json:2: not valid JSON"),
+        ("missing_field", r"bad.json:1: missing field\(s\) duration"),
+        ("missing_audio", r"bad.json:1: audio file .*nowhere.wav not found"),
+        ("missing_manifest", r"absent.json: manifest not found"),
+    ],
+)
+def test_bad_manifests_stop_before_anything_is_written(case, expected, standin_nemo, small_corpus, tmp_path, capsys):
+    good = small_corpus["en_train"].read_text(encoding="utf-8").splitlines()[0]
+    manifests = {
+        "not_json": lambda: _bad_manifest(tmp_path, good + "\n{oops\n"),
+        "missing_field": lambda: _bad_manifest(tmp_path, json.dumps({"audio_filepath": "a.wav", "text": "x"}) + "\n"),
+        "missing_audio": lambda: _bad_manifest(tmp_path, json.dumps({"audio_filepath": "nowhere.wav", "duration": 1, "text": "x"}) + "\n"),
+        "missing_manifest": lambda: tmp_path / "absent.json",
+    }
+    path = manifests[case]()
+    runs = tmp_path / "runs"
+    code, line = _run_inprocess(
+        capsys, f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+        f"model.train_ds.manifests=[{{path: {path}, lang: en}}]", f"exp_manager.exp_dir={runs}",
+    )
+    assert code == 2
+    assert line.startswith("error: ")
+    import re
+
+    assert re.search(expected, line), line
+    assert not runs.exists()
+
+
+def test_tokenizer_that_does_not_match_the_model_is_refused(standin_nemo, tmp_path, capsys):
+    from conftest import HI_DIR
+
+    from enhi.tokenizer_merge import write_nemo_tokenizer_folder
+
+    wrong = write_nemo_tokenizer_folder(HI_DIR / "tokenizer.model", tmp_path / "hi_only")
+    out = tmp_path / "adapted.nemo"
+    code, line = _run_inprocess(
+        capsys, f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={wrong}", "adapt_only=true", f"save_to={out}",
+    )
+    assert code == 2 and "hi_only: its first 1024 pieces are not the model's tokenizer pieces" in line
+    assert not out.exists()
+
+
+def test_missing_init_model_and_both_init_models(tmp_path, capsys):
+    code, line = _run_inprocess(capsys, f"init_from_nemo_model={tmp_path / 'no.nemo'}")
+    assert code == 2 and "no.nemo: init_from_nemo_model not found" in line
+    code, line = _run_inprocess(capsys, "init_from_pretrained_model=a/b", f"init_from_nemo_model={tmp_path / 'no.nemo'}")
+    assert code == 2 and "both init_from_pretrained_model and init_from_nemo_model are set" in line

@@ -44,6 +44,7 @@ def main(argv: list[str]) -> None:
 
     results = {}
     for arm in arms:
+        run_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg  # the demo's steps and output folders
         # 1. The pretrained model (or the demo's stand-in).
         model = load_model(cfg)
         # 2. Enlarge the vocabulary; with the transplant, every English row is carried across.
@@ -53,9 +54,9 @@ def main(argv: list[str]) -> None:
         if sw["using_birwkv7"]:
             from birwkv7.convert import convert_to_birwkv7
 
-            model = convert_to_birwkv7(model, init="attention")
+            model = convert_to_birwkv7(model, head_size=None, init="attention")  # heads as the attention had
         # 4. Loss, spec-augment, optimizer (8-bit with bnb_optim) from the YAML.
-        configure_model(model, cfg, bnb_optim=sw["bnb_optim"])
+        configure_model(model, run_cfg, bnb_optim=sw["bnb_optim"])
         if sw["adapt_only"]:
             if not sw["save_to"]:
                 from enhi.errors import UserError
@@ -64,10 +65,9 @@ def main(argv: list[str]) -> None:
             print(f"adapted model written to {save_model(model, sw['save_to'])}")
             return
         # 5. Fine-tune on English + Hindi; validation WER/CER per language; checkpoints and final .nemo.
-        arm_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg
-        trainer, val, timer = fit(model, arm_cfg, history_path=demo.history_path(arm_cfg))
+        trainer, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=offline_demo))
         results[arm.name] = {"history": val.history, "step_seconds": timer.times}
-        evaluate_test_sets(model, arm_cfg)
+        evaluate_test_sets(model, run_cfg)
 
     if offline_demo:  # table + plot: stand-in before adaptation vs transplant vs plain change_vocabulary
         demo.report(cfg, results)

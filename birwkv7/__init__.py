@@ -1,10 +1,17 @@
 """Bidirectional RWKV-7 building blocks.
 
-The WKV-7 operator (``wkv7``) lives in :mod:`birwkv7.ops` and depends on torch alone.
+The WKV-7 operator (``wkv7``, :mod:`birwkv7.ops`) and the time-mix layer depend on torch alone. What plugs
+into NeMo stays in submodules so `import birwkv7` needs nothing else: :mod:`birwkv7.convert`
+(`convert_to_birwkv7`, `restore`), :mod:`birwkv7.nemo_encoder` and :mod:`birwkv7.long_audio`.
 """
 
+from .layer import BiRWKV7Context, BiRWKV7TimeMix, reverse_valid
 from .ops import available_backends, wkv7
 
-__all__ = ["available_backends", "wkv7"]
-
-# --- layer / conversion exports (birwkv7/layer.py, birwkv7/convert.py) go below this line ---
+__all__ = [
+    "BiRWKV7Context",
+    "BiRWKV7TimeMix",
+    "available_backends",
+    "reverse_valid",
+    "wkv7",
+]

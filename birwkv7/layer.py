@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from birwkv7.ops import wkv7
+
 # Log-log decay given to padded frames: exp(-exp(-20)) rounds to exactly 1.0 in fp32, so the state passes
 # through untouched. Finite on purpose: -inf would risk 0 * inf = nan in a backend's backward pass.
 PAD_LOG_LOG_DECAY = -20.0
@@ -105,10 +107,6 @@ def _wkv7(
     b: torch.Tensor,
     backend: str,
 ) -> torch.Tensor:
-    # Imported at call time: birwkv7.ops is built alongside this file, and importing it lazily keeps this
-    # module importable (and its pure-torch parts testable) on its own.
-    from birwkv7.ops import wkv7
-
     y, _ = wkv7(r, w, k, v, a, b, backend=backend)
     return y
 

@@ -42,25 +42,6 @@ def model_sample_rate(model: Any) -> int:
     return int(sr)
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio at ``sample_rate`` (channels averaged, resampled when the file differs)."""
-    import soundfile as sf
-
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for unreadable files
-        raise UserError(f"{path}: cannot read audio ({e}); convert it to WAV or FLAC") from None
-    audio = audio.mean(axis=1)
-    if sr != sample_rate:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(sr, sample_rate)
-        audio = resample_poly(audio, sample_rate // g, sr // g).astype(np.float32)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
 def chunk_bounds(n_samples: int, chunk_samples: int, min_tail_samples: int = 0) -> list[tuple[int, int]]:
     """Fixed, non-overlapping [start, end) chunks covering ``n_samples``; a short tail joins the last chunk."""
     if chunk_samples <= 0:
@@ -136,6 +117,8 @@ def transcribe_long(
             raise UserError(f"audio array must be 1-D (mono samples), got shape {audio.shape}")
         samples = np.ascontiguousarray(audio, dtype=np.float32)
     else:
+        from enhi.manifest import load_audio
+
         samples = load_audio(audio, sr)
     if samples.size == 0:
         raise UserError("audio is empty")
@@ -214,7 +197,11 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu")
 
 def format_report(result: dict[str, Any]) -> str:
     """One line: duration, wall time, RTFx and how it ran."""
-    how = "one pass" if result["mode"] == "single" else f"{result['n_chunks']} chunks of {result['chunk_s']:g} s"
+    how = (
+        "one pass"
+        if result["mode"] == "single"
+        else f"{result['n_chunks']} chunks of {result['chunk_s']:g} s"
+    )
     return (
         f"duration {result['duration_s']:.1f} s, wall {result['wall_s']:.2f} s, "
         f"RTFx {result['rtfx']:.1f} ({how})"
@@ -223,7 +210,9 @@ def format_report(result: dict[str, Any]) -> str:
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Transcribe one long audio file with a .nemo model (BiRWKV7 or not).")
+    p = argparse.ArgumentParser(
+        description="Transcribe one long audio file with a .nemo model (BiRWKV7 or not)."
+    )
     p.add_argument("model", help="path to a .nemo file")
     p.add_argument("audio", help="audio file of any length")
     p.add_argument("--chunk-s", type=float, default=None, help="chunk length in seconds (default: one pass)")

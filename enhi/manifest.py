@@ -71,8 +71,8 @@ def write_manifest(path: str | os.PathLike, entries: list[ManifestEntry]) -> Non
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
 
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
-    """Mono float32 audio at 16 kHz (averaging channels and resampling when the file differs)."""
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 audio at `sample_rate` (channels averaged, resampled when the file differs)."""
     import soundfile as sf
 
     try:
@@ -80,11 +80,11 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     except Exception as e:  # soundfile raises several types for unreadable files
         raise UserError(f"{path}: cannot read audio ({e}); convert it to WAV or FLAC") from None
     audio = audio.mean(axis=1)
-    if sr != SAMPLE_RATE:
+    if sr != sample_rate:
         from math import gcd
 
         from scipy.signal import resample_poly
 
-        g = gcd(sr, SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, sr // g).astype(np.float32)
-    return audio
+        g = gcd(sr, sample_rate)
+        audio = resample_poly(audio, sample_rate // g, sr // g)
+    return np.ascontiguousarray(audio, dtype=np.float32)

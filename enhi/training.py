@@ -24,6 +24,8 @@ def load_model(cfg: DictConfig, map_location: str = "cpu"):
     """The starting model from `init_from_nemo_model` (a local file) or `init_from_pretrained_model` (a hub name)."""
     from nemo.collections.asr.models import ASRModel
 
+    import birwkv7.nemo_encoder  # noqa: F401  (lets NeMo build a BiRWKV7 encoder saved in a .nemo)
+
     if cfg.init_from_nemo_model:
         model = ASRModel.restore_from(cfg.init_from_nemo_model, map_location=map_location)
     elif cfg.init_from_pretrained_model:
@@ -196,7 +198,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     return trainer
 
 
-def fit(model, cfg: DictConfig, history_path: str | None = None) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
+def fit(
+    model, cfg: DictConfig, history_path: str | None = None, eval_at_start: bool = True
+) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
     """Attach data and optimizer from the config and train; returns the trainer and the two callbacks."""
     pl.seed_everything(cfg.seed, workers=True)
     # Read every manifest before the trainer creates any folder: bad data stops the run with nothing written.
@@ -212,7 +216,7 @@ def fit(model, cfg: DictConfig, history_path: str | None = None) -> tuple[pl.Tra
     model.set_trainer(trainer)
     model.setup_training_data(OmegaConf.create(train_cfg))
     model.setup_optimization(optim_config=model.cfg.optim)
-    if val.sets and trainer.global_step == 0:
+    if val.sets and eval_at_start and trainer.global_step == 0:
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
     model.train()  # Lightning keeps each module's mode as found; a restored or freshly built model is in eval
     trainer.fit(model)

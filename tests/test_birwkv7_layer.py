@@ -21,6 +21,17 @@ EN_TOKENIZER_CANDIDATES = (
 HEAD = 16  # tiny model: d_model 32 -> 2 heads of 16 (the attention's own head size)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These tests run many small ops (the chunked WKV scan loops over chunks). On 2 shared cores, two
+    # intra-op threads stall at every op's barrier whenever another process holds a core (seen: 1.7 s
+    # single-threaded vs 9-45 s with 2 threads for the 10-minute file), so run them on one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Pure torch: the layer itself.
 
@@ -58,7 +69,13 @@ def _naive_direction(m: BiRWKV7TimeMix, x: torch.Tensor, v_first: torch.Tensor |
     a = torch.sigmoid(m.a0 + (xa @ m.a1) @ m.a2)
     g = torch.sigmoid(xg @ m.g1) @ m.g2
     kk = k * m.k_k
-    kk = torch.cat([kk[:, h * N : (h + 1) * N] / kk[:, h * N : (h + 1) * N].norm(dim=1, keepdim=True).clamp_min(1e-12) for h in range(H)], dim=1)
+    kk = torch.cat(
+        [
+            kk[:, h * N : (h + 1) * N] / kk[:, h * N : (h + 1) * N].norm(dim=1, keepdim=True).clamp_min(1e-12)
+            for h in range(H)
+        ],
+        dim=1,
+    )
     k = k * (1 + (a - 1) * m.k_a)
 
     y = torch.zeros(T, C, dtype=x.dtype)
@@ -67,11 +84,17 @@ def _naive_direction(m: BiRWKV7TimeMix, x: torch.Tensor, v_first: torch.Tensor |
         S = torch.zeros(N, N, dtype=x.dtype)  # [value, key]
         for t in range(T):
             decay = torch.exp(-torch.exp(w[t, sl]))
-            S = S * decay[None, :] + torch.outer(S @ (-kk[t, sl]), kk[t, sl] * a[t, sl]) + torch.outer(v[t, sl], k[t, sl])
+            S = (
+                S * decay[None, :]
+                + torch.outer(S @ (-kk[t, sl]), kk[t, sl] * a[t, sl])
+                + torch.outer(v[t, sl], k[t, sl])
+            )
             y[t, sl] = S @ r[t, sl]
         # GroupNorm over this head's channels, then the affine part.
         yh = y[:, sl]
-        yh = (yh - yh.mean(dim=1, keepdim=True)) / torch.sqrt(yh.var(dim=1, unbiased=False, keepdim=True) + m.ln_x.eps)
+        yh = (yh - yh.mean(dim=1, keepdim=True)) / torch.sqrt(
+            yh.var(dim=1, unbiased=False, keepdim=True) + m.ln_x.eps
+        )
         y[:, sl] = yh * m.ln_x.weight[sl] + m.ln_x.bias[sl]
         bonus = (r[:, sl] * k[:, sl] * m.r_k[h]).sum(dim=1, keepdim=True) * v[:, sl]
         y[:, sl] = y[:, sl] + bonus
@@ -98,7 +121,9 @@ def _run_stack(layers: list[BiRWKV7TimeMix], x: torch.Tensor, pad_mask: torch.Te
     return x
 
 
-def _stack(d_model: int = 32, head: int = HEAD, n_layers: int = 2, dtype=torch.float32) -> list[BiRWKV7TimeMix]:
+def _stack(
+    d_model: int = 32, head: int = HEAD, n_layers: int = 2, dtype=torch.float32
+) -> list[BiRWKV7TimeMix]:
     torch.manual_seed(0)
     return [_perturbed(BiRWKV7TimeMix(d_model, head, i, n_layers), seed=i).to(dtype) for i in range(n_layers)]
 
@@ -133,7 +158,9 @@ def test_padding_never_reaches_valid_frames():
     T = max(lengths)
     g = torch.Generator().manual_seed(1)
     seqs = [torch.randn(L, 32, generator=g, dtype=torch.float64) for L in lengths]
-    batch = torch.full((len(lengths), T, 32), float("nan"), dtype=torch.float64)  # garbage, even nan, in the padding
+    batch = torch.full(
+        (len(lengths), T, 32), float("nan"), dtype=torch.float64
+    )  # garbage, even nan, in the padding
     for i, s in enumerate(seqs):
         batch[i, : len(s)] = s
     pad_mask = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
@@ -197,7 +224,10 @@ def _audio(seconds: float, seed: int) -> np.ndarray:
     # Not speech, but with structure (a few tones and bursts) so encoder outputs vary over time.
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
-    sig = sum(np.sin(2 * math.pi * f * t) * (0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(0.2, 2) * t)) for f in rng.uniform(150, 2500, 4))
+    sig = sum(
+        np.sin(2 * math.pi * f * t) * (0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(0.2, 2) * t))
+        for f in rng.uniform(150, 2500, 4)
+    )
     return (0.1 * sig + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
@@ -220,12 +250,19 @@ def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
     enc = model.encoder
     assert isinstance(enc, BiRWKV7ConformerEncoder) and enc is not old_enc
     assert model.cfg.encoder._target_ == TARGET and model.cfg.encoder.self_attention_model == "birwkv7"
-    assert model.cfg.encoder.birwkv7.head_size == HEAD and model.cfg.encoder.birwkv7.converted_from == "rel_pos"
+    assert (
+        model.cfg.encoder.birwkv7.head_size == HEAD and model.cfg.encoder.birwkv7.converted_from == "rel_pos"
+    )
     assert len(enc.layers) == 2
     for i, layer in enumerate(enc.layers):
         mix = layer.self_attn
         assert isinstance(mix, BiRWKV7TimeMix) and mix.context is enc._birwkv7_context
-        for mine, theirs in (("receptance", "linear_q"), ("key", "linear_k"), ("value", "linear_v"), ("output", "linear_out")):
+        for mine, theirs in (
+            ("receptance", "linear_q"),
+            ("key", "linear_k"),
+            ("value", "linear_v"),
+            ("output", "linear_out"),
+        ):
             assert torch.equal(getattr(mix, mine).weight, old_state[f"layers.{i}.self_attn.{theirs}.weight"])
             assert torch.equal(getattr(mix, mine).bias, old_state[f"layers.{i}.self_attn.{theirs}.bias"])
     # Every non-attention weight carried over; no positional table, no attention parameter left.
@@ -263,7 +300,9 @@ def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
         joint = model.joint.joint(enc_out.transpose(1, 2), dec.transpose(1, 2))
         tdt = model.loss(log_probs=joint, targets=targets, input_lengths=enc_len, target_lengths=target_len)
         log_probs = model.ctc_decoder(encoder_output=enc_out)
-        ctc = model.ctc_loss(log_probs=log_probs, targets=targets, input_lengths=enc_len, target_lengths=target_len)
+        ctc = model.ctc_loss(
+            log_probs=log_probs, targets=targets, input_lengths=enc_len, target_lengths=target_len
+        )
         loss = 0.7 * tdt + 0.3 * ctc
         opt.zero_grad()
         loss.backward()
@@ -282,12 +321,17 @@ def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
     # up-projections (w2, a2, v2) and the lerp coefficients that only feed them (x_w, x_a, x_g) get no
     # gradient; layer 0 never uses v0/v1/v2 (its values *are* v_first, as in the reference).
     lora_only = ["a2", "v2", "w2", "x_a", "x_g", "x_w"]
-    assert silent1 == sorted([f"0.self_attn.{p}" for p in ["a2", "v0", "v1", "v2", "w2", "x_a", "x_g", "x_w"]] + [f"1.self_attn.{p}" for p in lora_only])
+    assert silent1 == sorted(
+        [f"0.self_attn.{p}" for p in ["a2", "v0", "v1", "v2", "w2", "x_a", "x_g", "x_w"]]
+        + [f"1.self_attn.{p}" for p in lora_only]
+    )
     loss2, silent2 = step()
     assert math.isfinite(loss2)
     # From the second step on, every time-mix parameter learns except layer 0's unused value-residual ones.
     assert silent2 == ["0.self_attn.v0", "0.self_attn.v1", "0.self_attn.v2"]
-    changed = [n for n, p in model.encoder.named_parameters() if n in before and not torch.equal(p, before[n])]
+    changed = [
+        n for n, p in model.encoder.named_parameters() if n in before and not torch.equal(p, before[n])
+    ]
     assert len(changed) == len(before) - 3
     # The context holds nothing after the forward (no graph kept alive between steps).
     assert model.encoder._birwkv7_context.v_first is None and model.encoder._birwkv7_context.pad_mask is None

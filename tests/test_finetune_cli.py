@@ -101,3 +101,21 @@ def test_missing_init_model_and_both_init_models(tmp_path, capsys):
     assert code == 2 and "no.nemo: init_from_nemo_model not found" in line
     code, line = _run_inprocess(capsys, "init_from_pretrained_model=a/b", f"init_from_nemo_model={tmp_path / 'no.nemo'}")
     assert code == 2 and "both init_from_pretrained_model and init_from_nemo_model are set" in line
+
+
+def test_using_birwkv7_switch_swaps_the_encoder_and_survives_save(standin_nemo, tmp_path, capsys):
+    from birwkv7.convert import is_birwkv7
+    from birwkv7.layer import BiRWKV7TimeMix
+    from enhi.training import load_model
+
+    out = tmp_path / "adapted_rwkv.nemo"
+    with pytest.raises(SystemExit) as e:  # adapt_only returns normally; catch a UserError exit if any
+        _script().main([f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+                        "using_birwkv7=true", "adapt_only=true", f"save_to={out}"])
+        raise SystemExit(0)
+    assert e.value.code == 0, capsys.readouterr().err
+    from omegaconf import OmegaConf
+
+    m = load_model(OmegaConf.create({"init_from_nemo_model": str(out), "init_from_pretrained_model": None}))
+    assert is_birwkv7(m) and m.tokenizer.vocab_size == 1278
+    assert all(isinstance(layer.self_attn, BiRWKV7TimeMix) for layer in m.encoder.layers)

@@ -22,6 +22,17 @@ EN_TOKENIZER_CANDIDATES = (
 SR = 16000
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These tests run many small ops (the chunked WKV scan loops over chunks). On 2 shared cores, two
+    # intra-op threads stall at every op's barrier whenever another process holds a core (seen: 1.7 s
+    # single-threaded vs 9-45 s with 2 threads for the 10-minute file), so run them on one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_chunk_bounds_cover_everything_and_merge_a_short_tail():
     assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert chunk_bounds(10, 4, min_tail_samples=3) == [(0, 4), (4, 10)]
@@ -74,7 +85,9 @@ def test_one_pass_falls_back_to_chunks_when_out_of_memory(monkeypatch):
     # Short audio with a chunk length given: one pass, no chunking.
     calls.clear()
     res = transcribe_long(model, audio[: 100 * SR], chunk_s=240.0)
-    assert calls == [[100 * SR]] and res["mode"] == "single" and res["n_chunks"] == 1 and res["chunk_s"] is None
+    assert (
+        calls == [[100 * SR]] and res["mode"] == "single" and res["n_chunks"] == 1 and res["chunk_s"] is None
+    )
     assert "one pass" in format_report(res)
 
 
@@ -100,7 +113,10 @@ def _segment(seconds: float, seed: int) -> np.ndarray:
     # Tones with a slow amplitude wobble plus noise: structure enough that frames differ.
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
-    sig = sum(np.sin(2 * math.pi * f * t) * (0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(0.1, 1) * t)) for f in rng.uniform(150, 2500, 4))
+    sig = sum(
+        np.sin(2 * math.pi * f * t) * (0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(0.1, 1) * t))
+        for f in rng.uniform(150, 2500, 4)
+    )
     return (0.1 * sig + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
@@ -141,7 +157,7 @@ def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention
         for s in seconds:
             feats = torch.randn(1, 80, s * 100, generator=torch.Generator().manual_seed(s))  # 100 frames/s
 
-            def run() -> None:
+            def run(feats: torch.Tensor = feats) -> None:
                 with torch.inference_mode():
                     enc(audio_signal=feats, length=torch.tensor([feats.shape[-1]]))
 
@@ -150,8 +166,10 @@ def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention
 
     rwkv = peaks(_tiny(tok_dir, birwkv7=True), (30, 120, 30))
     attn = peaks(_tiny(tok_dir, birwkv7=False), (30, 120))
-    print(f"\npeak encoder memory 30 s / 120 s: BiRWKV7 {rwkv[0] / 2**20:.1f} / {rwkv[1] / 2**20:.1f} MiB "
-          f"(x{rwkv[1] / rwkv[0]:.2f}), attention {attn[0] / 2**20:.1f} / {attn[1] / 2**20:.1f} MiB (x{attn[1] / attn[0]:.2f})")
+    print(
+        f"\npeak encoder memory 30 s / 120 s: BiRWKV7 {rwkv[0] / 2**20:.1f} / {rwkv[1] / 2**20:.1f} MiB "
+        f"(x{rwkv[1] / rwkv[0]:.2f}), attention {attn[0] / 2**20:.1f} / {attn[1] / 2**20:.1f} MiB (x{attn[1] / attn[0]:.2f})"
+    )
     assert rwkv[0] == rwkv[2]  # the measurement is exact and repeatable
     assert 3.7 < rwkv[1] / rwkv[0] < 4.3  # 4x the audio, ~4x the memory
     assert attn[1] / attn[0] > 8  # the (T x T) scores dominate: far above linear

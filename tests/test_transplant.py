@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -12,7 +13,7 @@ from enhi.errors import UserError
 from enhi.evaluate import batch_losses, transcribe_audio
 from enhi.manifest import load_audio, read_manifest
 from enhi.tiny_model import build_parakeet_model
-from enhi.transplant import DeviceDispatchTDTLoss, VocabLayout, change_vocabulary
+from enhi.transplant import NEW_TOKEN_MASS_BOUND, DeviceDispatchTDTLoss, VocabLayout, change_vocabulary
 
 
 def _restore(path):
@@ -88,7 +89,12 @@ def test_rows_are_carried_exactly(en_tok_dir):
     jw, jb = after["joint.joint_net.2.weight"], after["joint.joint_net.2.bias"]
     label_rows = list(range(V)) + [W]
     assert torch.allclose(jw[V:W], jw[label_rows].mean(0, keepdim=True).expand(W - V, -1))
-    assert float(jb[V:W].max()) < float(jb[label_rows].mean()) - 10
+    delta = math.log((W - V) / (V + 1)) - math.log(NEW_TOKEN_MASS_BOUND)
+    assert torch.allclose(jb[V:W], jb[label_rows].mean() - delta)
+    # New decoder-input rows are drawn at the trained rows' scale, and differ from each other.
+    assert not torch.equal(emb_a[V], emb_a[V + 1])
+    spread = (emb_a[V:W] - emb_b[:V].mean(0)).std(0) / (0.5 * emb_b[:V].std(0))
+    assert abs(float(spread.mean()) - 1.0) < 0.1
 
 
 def test_refuses_a_tokenizer_that_does_not_start_with_the_model_pieces(en_tok_dir, tmp_path):

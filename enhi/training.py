@@ -102,6 +102,9 @@ def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
         "num_buckets": t.num_buckets,
         "num_cuts_for_bins_estimate": 2000,
         "bucket_buffer_size": 2000,
+        # Lhotse's background bucketing thread is not a daemon: it busy-waits and keeps the process alive
+        # after training ends. Bucketing in the loader's own thread costs little at these batch sizes.
+        "concurrent_bucketing": False,
         "shuffle_buffer_size": 2000,
         "min_duration": t.min_duration,
         "max_duration": t.max_duration,

@@ -1,0 +1,49 @@
+"""A short Lightning + exp_manager run on CPU: checkpoints, the final .nemo, and resume_if_exists."""
+
+from __future__ import annotations
+
+import threading
+
+from conftest import MERGED_DIR, ROOT
+
+from enhi.config import load_run_config
+
+
+def _cfg(tmp_path, corpus, max_steps: int):
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+        f"model.tokenizer.dir={MERGED_DIR}",
+        f"model.train_ds.manifests=[{{path: {corpus['en_train']}, lang: en}}, {{path: {corpus['hi_train']}, lang: hi}}]",
+        f"model.validation_ds.sets=[{{name: en, path: {corpus['en_val']}, lang: en}}, {{name: hi, path: {corpus['hi_val']}, lang: hi}}]",
+        "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1",
+        f"trainer.max_steps={max_steps}", "trainer.val_check_interval=3", "trainer.log_every_n_steps=3",
+        f"exp_manager.exp_dir={tmp_path}", "exp_manager.name=run",
+    ])
+    return cfg
+
+
+def test_run_logs_per_language_checkpoints_and_resumes(standin_nemo, small_corpus, tmp_path):
+    from enhi.training import configure_model, fit, load_model
+    from enhi.transplant import change_vocabulary
+
+    def start(max_steps: int):
+        cfg = _cfg(tmp_path, small_corpus, max_steps)
+        cfg.init_from_nemo_model = str(standin_nemo)
+        model = load_model(cfg)
+        change_vocabulary(model, cfg.model.tokenizer.dir, transplant=True)
+        configure_model(model, cfg, bnb_optim=False)
+        return fit(model, cfg, history_path=str(tmp_path / "history.jsonl"))
+
+    trainer, val, timer = start(3)
+    assert trainer.global_step == 3 and len(timer.times) == 3
+    # No non-daemon thread outlives training (Lhotse's concurrent bucketer would keep the command from exiting).
+    lingering = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    assert lingering == []
+    assert [h["step"] for h in val.history] == [0, 3]
+    assert {"val_en_wer", "val_en_cer", "val_hi_wer", "val_hi_cer", "val_wer"} <= set(val.history[-1])
+    run_dir = tmp_path / "run"
+    assert list(run_dir.rglob("*last.ckpt")) and list(run_dir.rglob("events.out.tfevents*"))
+    assert list(run_dir.rglob("*.nemo"))  # the final model, saved on train end
+
+    # The same command with more steps continues from the checkpoint instead of starting over.
+    trainer, val, timer = start(6)
+    assert trainer.global_step == 6 and len(timer.times) == 3

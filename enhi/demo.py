@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,7 +193,3 @@ def report(cfg: DictConfig, results: dict) -> Path:
     plt.close(fig)
     print(f"[demo] table and plot written to {out}/")
     return out
-
-
-def clear_cache() -> None:
-    shutil.rmtree(CACHE, ignore_errors=True)

@@ -18,6 +18,27 @@ MERGED_DIR = ROOT / "en1024_hi256"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one intra-op thread. Tests of many small ops (the chunked WKV scan loops over chunks) stall
+    at every op's barrier with two threads on 2 shared cores (seen: 1.7 s on one thread vs 9-45 s on two for the
+    10-minute file)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def load_script(path: Path):
+    """Import a top-level script (not a package module) so tests can call its `main` in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(scope="session")
 def en_tok_dir(tmp_path_factory) -> Path:
     """Parakeet's real English tokenizer as a NeMo tokenizer folder."""

@@ -14,22 +14,10 @@ import torch.nn.functional as F
 from birwkv7.layer import BiRWKV7Context, BiRWKV7TimeMix, reverse_valid
 
 ROOT = Path(__file__).resolve().parents[1]
-EN_TOKENIZER_CANDIDATES = (
-    ROOT.parent / "shared" / "reference" / "parakeet-tdt_ctc-110m-en1024" / "tokenizer.model",
-    ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model",
-)
 HEAD = 16  # tiny model: d_model 32 -> 2 heads of 16 (the attention's own head size)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These tests run many small ops (the chunked WKV scan loops over chunks). On 2 shared cores, two
-    # intra-op threads stall at every op's barrier whenever another process holds a core (seen: 1.7 s
-    # single-threaded vs 9-45 s with 2 threads for the 10-minute file), so run them on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -204,20 +192,10 @@ def test_nemo_call_signature_uses_shared_context():
 # NeMo: the swap, a training step, save/restore.
 
 
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    from enhi.tokenizer_merge import write_nemo_tokenizer_folder
-
-    src = next((p for p in EN_TOKENIZER_CANDIDATES if p.exists()), None)
-    if src is None:
-        pytest.skip("no English reference tokenizer.model found")
-    return write_nemo_tokenizer_folder(src, tmp_path_factory.mktemp("tok") / "en1024")
-
-
-def _tiny(tok_dir: Path, seed: int = 0):
+def _tiny(en_tok_dir: Path, seed: int = 0):
     from enhi.tiny_model import build_parakeet_model
 
-    return build_parakeet_model(tok_dir, seed=seed, spec_augment=False)
+    return build_parakeet_model(en_tok_dir, seed=seed, spec_augment=False)
 
 
 def _audio(seconds: float, seed: int) -> np.ndarray:
@@ -237,12 +215,12 @@ def _transcribe(model, arrays: list[np.ndarray]) -> list[str]:
     return transcribe_arrays(model, arrays)
 
 
-def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
+def test_convert_swaps_every_attention_keeps_other_weights_and_trains(en_tok_dir):
     from birwkv7.convert import convert_to_birwkv7
     from birwkv7.nemo_encoder import TARGET, BiRWKV7ConformerEncoder
     from enhi.transplant import install_cpu_tdt_loss
 
-    model = _tiny(tok_dir)
+    model = _tiny(en_tok_dir)
     old_enc = model.encoder
     old_state = {k: v.clone() for k, v in old_enc.state_dict().items()}
     convert_to_birwkv7(model, head_size=HEAD, init="attention")
@@ -277,7 +255,7 @@ def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
     assert att_mask is None and pad_mask.tolist()[1] == [False, False, False, True, True]
 
     # Random initialisation instead: the output projection starts at zero (each layer an identity).
-    rnd = convert_to_birwkv7(_tiny(tok_dir), head_size=HEAD, init="random")
+    rnd = convert_to_birwkv7(_tiny(en_tok_dir), head_size=HEAD, init="random")
     assert all(torch.count_nonzero(m.output.weight) == 0 for m in rnd.encoder.time_mixes)
 
     # One training step with the model's own losses (TDT via the project's CPU loss, plus aux CTC).
@@ -337,10 +315,10 @@ def test_convert_swaps_every_attention_keeps_other_weights_and_trains(tok_dir):
     assert model.encoder._birwkv7_context.v_first is None and model.encoder._birwkv7_context.pad_mask is None
 
 
-def test_encoder_layers_are_padding_invariant(tok_dir):
+def test_encoder_layers_are_padding_invariant(en_tok_dir):
     from birwkv7.convert import convert_to_birwkv7
 
-    model = convert_to_birwkv7(_tiny(tok_dir), head_size=HEAD, init="attention")
+    model = convert_to_birwkv7(_tiny(en_tok_dir), head_size=HEAD, init="attention")
     enc = model.encoder.eval()
     g = torch.Generator().manual_seed(3)
     long, short = torch.randn(1, 40, 32, generator=g), torch.randn(1, 23, 32, generator=g)
@@ -354,11 +332,11 @@ def test_encoder_layers_are_padding_invariant(tok_dir):
     torch.testing.assert_close(out_b[1, :, :23], out_s[0], rtol=0, atol=1e-5)
 
 
-def test_save_restore_round_trip_transcribes_identically(tok_dir, tmp_path):
+def test_save_restore_round_trip_transcribes_identically(en_tok_dir, tmp_path):
     from birwkv7.convert import convert_to_birwkv7, restore
     from birwkv7.nemo_encoder import BiRWKV7ConformerEncoder
 
-    model = convert_to_birwkv7(_tiny(tok_dir, seed=1), head_size=HEAD, init="attention")
+    model = convert_to_birwkv7(_tiny(en_tok_dir, seed=1), head_size=HEAD, init="attention")
     # Make the time-mix weights distinguishable from any fresh initialisation.
     for m in model.encoder.time_mixes:
         _perturbed(m, seed=m.layer_id + 10)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from enhi.evaluate import error_rates, normalize_text
 
@@ -22,9 +21,7 @@ def test_normalization_is_right_for_each_script():
 
 
 def test_eval_script_writes_predictions_and_scores(standin_nemo, small_corpus, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("eval_nemo", ROOT / "eval_nemo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(ROOT / "eval_nemo.py")
     out = tmp_path / "preds.jsonl"
     mod.main(["--model", str(standin_nemo), "--manifest", str(small_corpus["en_val"]),
               "--manifest", str(small_corpus["hi_val"]), "--out", str(out)])
@@ -40,9 +37,7 @@ def test_eval_script_writes_predictions_and_scores(standin_nemo, small_corpus, t
 
 
 def test_eval_script_missing_model_is_one_line(tmp_path, capsys, small_corpus):
-    spec = importlib.util.spec_from_file_location("eval_nemo", ROOT / "eval_nemo.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(ROOT / "eval_nemo.py")
     with pytest.raises(SystemExit) as e:
         mod.main(["--model", str(tmp_path / "no.nemo"), "--manifest", str(small_corpus["en_val"]), "--out", str(tmp_path / "p.jsonl")])
     assert e.value.code == 2

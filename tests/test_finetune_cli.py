@@ -3,22 +3,18 @@ a non-zero exit, and nothing written."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import MERGED_DIR, ROOT
+from conftest import MERGED_DIR, ROOT, load_script
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ft_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT)
 
 
 def _run_inprocess(capsys, *argv: str) -> tuple[int, str]:

@@ -15,22 +15,10 @@ from birwkv7 import long_audio
 from birwkv7.long_audio import chunk_bounds, format_report, peak_memory_bytes, transcribe_long
 
 ROOT = Path(__file__).resolve().parents[1]
-EN_TOKENIZER_CANDIDATES = (
-    ROOT.parent / "shared" / "reference" / "parakeet-tdt_ctc-110m-en1024" / "tokenizer.model",
-    ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model",
-)
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These tests run many small ops (the chunked WKV scan loops over chunks). On 2 shared cores, two
-    # intra-op threads stall at every op's barrier whenever another process holds a core (seen: 1.7 s
-    # single-threaded vs 9-45 s with 2 threads for the 10-minute file), so run them on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_chunk_bounds_cover_everything_and_merge_a_short_tail():
@@ -91,21 +79,11 @@ def test_one_pass_falls_back_to_chunks_when_out_of_memory(monkeypatch):
     assert "one pass" in format_report(res)
 
 
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory) -> Path:
-    from enhi.tokenizer_merge import write_nemo_tokenizer_folder
-
-    src = next((p for p in EN_TOKENIZER_CANDIDATES if p.exists()), None)
-    if src is None:
-        pytest.skip("no English reference tokenizer.model found")
-    return write_nemo_tokenizer_folder(src, tmp_path_factory.mktemp("tok") / "en1024")
-
-
-def _tiny(tok_dir: Path, birwkv7: bool):
+def _tiny(en_tok_dir: Path, birwkv7: bool):
     from birwkv7.convert import convert_to_birwkv7
     from enhi.tiny_model import build_parakeet_model
 
-    model = build_parakeet_model(tok_dir, seed=0, spec_augment=False)
+    model = build_parakeet_model(en_tok_dir, seed=0, spec_augment=False)
     return convert_to_birwkv7(model, head_size=16, init="attention") if birwkv7 else model
 
 
@@ -120,8 +98,8 @@ def _segment(seconds: float, seed: int) -> np.ndarray:
     return (0.1 * sig + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def test_ten_minute_file_in_one_pass_and_in_chunks(tok_dir, tmp_path):
-    model = _tiny(tok_dir, birwkv7=True)
+def test_ten_minute_file_in_one_pass_and_in_chunks(en_tok_dir, tmp_path):
+    model = _tiny(en_tok_dir, birwkv7=True)
     # CTC greedy decoding keeps the test fast (a random TDT decoder emits thousands of tokens, slowly), and
     # a lowered blank bias makes the random model say something at most frames, so comparisons are not
     # between empty strings.
@@ -150,7 +128,7 @@ def test_ten_minute_file_in_one_pass_and_in_chunks(tok_dir, tmp_path):
     print(f"\n10-min file, tiny BiRWKV7, CPU: {format_report(one)}; {format_report(chunked)}")
 
 
-def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention(tok_dir):
+def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention(en_tok_dir):
     def peaks(model, seconds: tuple[int, ...]) -> list[int]:
         enc = model.encoder.eval()
         out = []
@@ -164,8 +142,8 @@ def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention
             out.append(peak_memory_bytes(run))
         return out
 
-    rwkv = peaks(_tiny(tok_dir, birwkv7=True), (30, 120, 30))
-    attn = peaks(_tiny(tok_dir, birwkv7=False), (30, 120))
+    rwkv = peaks(_tiny(en_tok_dir, birwkv7=True), (30, 120, 30))
+    attn = peaks(_tiny(en_tok_dir, birwkv7=False), (30, 120))
     print(
         f"\npeak encoder memory 30 s / 120 s: BiRWKV7 {rwkv[0] / 2**20:.1f} / {rwkv[1] / 2**20:.1f} MiB "
         f"(x{rwkv[1] / rwkv[0]:.2f}), attention {attn[0] / 2**20:.1f} / {attn[1] / 2**20:.1f} MiB (x{attn[1] / attn[0]:.2f})"

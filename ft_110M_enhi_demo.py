@@ -30,7 +30,8 @@ def main(argv: list[str]) -> None:
     import torch
 
     from enhi import demo
-    from enhi.training import check_data, configure_model, evaluate_test_sets, fit, load_model, save_model
+    from enhi.datacheck import check_data
+    from enhi.training import configure_model, evaluate_test_sets, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
 
     sw, cfg = load_run_config({k: globals()[k] for k in SWITCHES}, config, argv)
@@ -38,8 +39,8 @@ def main(argv: list[str]) -> None:
     if offline_demo:  # corpus + English stand-in + merged tokenizer, all cached under demo_cache/
         torch.set_num_threads(max(1, torch.get_num_threads()))
         cfg = demo.prepare(cfg)
-    elif not sw["adapt_only"]:
-        check_data(cfg)  # every manifest read before any model is loaded or folder written
+    if not sw["adapt_only"]:
+        check_data(cfg)  # every manifest and audio header, before any model is loaded or folder written
     arms = demo.arms(sw["transplant"], offline_demo)  # the demo trains both arms on the same data and steps
 
     results = {}

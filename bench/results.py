@@ -44,5 +44,7 @@ def write_section(key: str, section: str, path: Path = RESULTS) -> None:
         text = head + block + rest.split(end, 1)[1].lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    from enhi.atomic import atomic_file
+
+    with atomic_file(path, "w", encoding="utf-8") as f:  # a killed benchmark leaves the old file whole
+        f.write(text)

@@ -97,6 +97,7 @@ class RunCfg:
     seed: int = 1234
     init_from_pretrained_model: str | None = None
     init_from_nemo_model: str | None = None
+    max_consecutive_nonfinite: int = 10
     model: ModelCfg = field(default_factory=ModelCfg)
     trainer: dict[str, Any] = field(default_factory=dict)  # checked against pl.Trainer's signature below
     exp_manager: dict[str, Any] = field(default_factory=dict)  # checked by NeMo's own ExpManagerConfig

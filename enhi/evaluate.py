@@ -99,25 +99,33 @@ def transcribe_entries(model, entries: Sequence[ManifestEntry], batch_size: int 
     return result
 
 
+def score_predictions(predictions: Sequence[dict]) -> dict:
+    """WER and CER of the TDT (`pred_text`) and CTC (`pred_text_ctc`) transcripts against `text`."""
+    refs = [p["text"] for p in predictions]
+    r_tdt = error_rates(refs, [p["pred_text"] for p in predictions])
+    r_ctc = error_rates(refs, [p["pred_text_ctc"] for p in predictions])
+    return {
+        "wer": r_tdt["wer"],
+        "cer": r_tdt["cer"],
+        "ctc_wer": r_ctc["wer"],
+        "ctc_cer": r_ctc["cer"],
+        "n": len(predictions),
+        "predictions": list(predictions),
+    }
+
+
 def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: int = 8) -> dict[str, dict]:
     """Per named set: WER and CER of the TDT and CTC heads, plus the predictions."""
     results = {}
     for name, entries in sets.items():
-        refs = [e.text for e in entries]
         tdt = transcribe_entries(model, entries, batch_size, "tdt")
         ctc = transcribe_entries(model, entries, batch_size, "ctc")
-        r_tdt, r_ctc = error_rates(refs, tdt), error_rates(refs, ctc)
-        results[name] = {
-            "wer": r_tdt["wer"],
-            "cer": r_tdt["cer"],
-            "ctc_wer": r_ctc["wer"],
-            "ctc_cer": r_ctc["cer"],
-            "n": len(entries),
-            "predictions": [
+        results[name] = score_predictions(
+            [
                 {"audio_filepath": e.audio_filepath, "text": e.text, "pred_text": p, "pred_text_ctc": c}
                 for e, p, c in zip(entries, tdt, ctc, strict=True)
-            ],
-        }
+            ]
+        )
     return results
 
 

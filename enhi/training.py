@@ -13,8 +13,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from enhi.errors import UserError
-from enhi.evaluate import evaluate_sets
+from enhi.evaluate import evaluate_sets, score_predictions
 from enhi.manifest import read_manifest
+from enhi.resilience import (
+    AtomicCheckpointIO,
+    NonFiniteGuard,
+    RankAgreement,
+    ResumeState,
+    make_saves_atomic,
+)
 from enhi.transplant import install_cpu_tdt_loss, rebuild_transducer_loss
 
 BNB_OPTIMIZER = "adamw8bit"
@@ -39,6 +46,7 @@ def load_model(cfg: DictConfig, map_location: str = "cpu"):
     else:
         raise UserError("no starting model: set init_from_pretrained_model or init_from_nemo_model in the YAML")
     install_cpu_tdt_loss(model)
+    make_saves_atomic(model)
     return model
 
 
@@ -59,6 +67,7 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
     from nemo.collections.asr.modules import SpectrogramAugmentation
 
     m = cfg.model
+    make_saves_atomic(model)  # every .nemo NeMo writes for this model (exp_manager's included) appears whole
     with open_dict(model.cfg):
         model.cfg.spec_augment = OmegaConf.merge(
             {"_target_": "nemo.collections.asr.modules.SpectrogramAugmentation"}, m.spec_augment
@@ -115,13 +124,6 @@ def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def check_data(cfg: DictConfig) -> None:
-    """Read every training, validation and test manifest now (bad lines and missing audio are one-line errors)."""
-    train_ds_config(cfg)
-    eval_sets(cfg.model.validation_ds)
-    eval_sets(cfg.model.test_ds)
-
-
 def eval_sets(spec: DictConfig) -> dict[str, list]:
     return {s.name: read_manifest(s.path) for s in spec.sets}
 
@@ -140,7 +142,16 @@ class ValidationByLanguage(pl.Callback):
         self._last_step = -1
 
     def run(self, trainer: pl.Trainer, pl_module, log: bool = True) -> dict[str, float]:
-        results = evaluate_sets(pl_module, self.sets, self.batch_size)
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Each rank transcribes its share; every rank then scores the whole set, so all log the same values
+            # (ModelCheckpoint on every rank ranks by them, and they must agree to save together).
+            rank, world = trainer.global_rank, trainer.world_size
+            mine = evaluate_sets(pl_module, {n: e[rank::world] for n, e in self.sets.items()}, self.batch_size)
+            gathered: list[dict] = [{}] * world
+            torch.distributed.all_gather_object(gathered, {n: r["predictions"] for n, r in mine.items()})
+            results = {n: score_predictions([p for g in gathered for p in g[n]]) for n in self.sets}
+        else:
+            results = evaluate_sets(pl_module, self.sets, self.batch_size)
         metrics = {}
         for name, r in results.items():
             metrics[f"val_{name}_wer"] = r["wer"]
@@ -148,7 +159,7 @@ class ValidationByLanguage(pl.Callback):
         metrics["val_wer"] = sum(r["wer"] for r in results.values()) / max(len(results), 1)
         step = trainer.global_step
         if log:
-            pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False, rank_zero_only=True)
+            pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False)
         record = {"step": step, **metrics}
         self.history.append(record)
         if self.history_path and trainer.is_global_zero:
@@ -187,6 +198,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     trainer = pl.Trainer(
         **t,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_checkpointing=False,
         limit_val_batches=0,
@@ -215,11 +227,12 @@ def fit(
         history_path,
     )
     timer = StepTimer()
-    trainer = build_trainer(cfg, [val, timer])
+    guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
+    trainer = build_trainer(cfg, [val, timer, *guards])
     model.set_trainer(trainer)
     model.setup_training_data(OmegaConf.create(train_cfg))
     model.setup_optimization(optim_config=model.cfg.optim)
-    if val.sets and eval_at_start and trainer.global_step == 0:
+    if val.sets and eval_at_start and not trainer.ckpt_path:  # exp_manager sets ckpt_path when resuming
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
     model.train()  # Lightning keeps each module's mode as found; a restored or freshly built model is in eval
     trainer.fit(model)
@@ -230,12 +243,9 @@ def fit(
 
 def save_model(model, path: str | os.PathLike) -> Path:
     """`model.save_to` under a temporary name, then renamed: the .nemo appears whole or not at all."""
-    from enhi.atomic import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        model.save_to(str(tmp))
-    return path
+    make_saves_atomic(model)
+    model.save_to(str(path))
+    return Path(path)
 
 
 def evaluate_test_sets(model, cfg: DictConfig) -> dict[str, dict]:

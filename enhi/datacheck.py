@@ -1,0 +1,243 @@
+"""Pre-flight check of every manifest in a run config, summarized per language, before any model is loaded.
+
+Errors (training would crash or silently lose data) stop the run with one line naming the file and line:
+malformed lines, audio files missing or unreadable, multi-channel audio in training data (NeMo's Lhotse loader
+collates a batch of only multi-channel cuts as (batch, channels, time), which the model cannot take), and a
+training manifest left with no utterance inside the duration limits.
+Warnings are printed in the summary and training goes on:
+- sample rates other than 16 kHz: resampled on load (by NeMo's Lhotse loader for training, by
+  `enhi.manifest.load_audio` for validation and test), which costs time at every epoch;
+- multi-channel audio in validation/test sets: averaged to mono by `load_audio`;
+- durations outside `train_ds.min_duration`/`max_duration`: those utterances are dropped from training;
+- a manifest `duration` that disagrees with the file: the loader uses the file's own length;
+- empty transcripts, and characters the tokenizer cannot represent (they become `<unk>`).
+Only audio headers are read (sample rate, channels, length), so the check is fast on large sets.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from enhi.errors import UserError
+from enhi.manifest import SAMPLE_RATE, ManifestEntry, read_manifest
+
+DURATION_TOLERANCE = 0.1  # seconds; manifest durations are often rounded
+
+
+@dataclass
+class Issue:
+    """How many lines of a manifest share one problem, and the first of them (file:line and detail)."""
+
+    count: int = 0
+    first: str = ""
+
+    def add(self, where: str) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = where
+
+
+@dataclass
+class ManifestReport:
+    path: str
+    split: str  # train, validation or test
+    lang: str
+    n: int = 0
+    seconds: float = 0.0
+    min_s: float = float("inf")
+    max_s: float = 0.0
+    chars: int = 0
+    unk_chars: Counter = field(default_factory=Counter)
+    sample_rates: Counter = field(default_factory=Counter)
+    channels: Counter = field(default_factory=Counter)
+    issues: dict[str, Issue] = field(default_factory=dict)
+
+    def issue(self, kind: str, where: str) -> None:
+        self.issues.setdefault(kind, Issue()).add(where)
+
+    def count(self, kind: str) -> int:
+        return self.issues[kind].count if kind in self.issues else 0
+
+
+class UnkChars:
+    """Which characters a SentencePiece model cannot represent (each character is encoded once, then cached)."""
+
+    def __init__(self, tokenizer_dir: str | Path | None):
+        self.sp = None
+        if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.model").is_file():
+            import sentencepiece as spm
+
+            self.sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
+        self._cache: dict[str, bool] = {}
+
+    def __call__(self, ch: str) -> bool:
+        if self.sp is None:
+            return False
+        if ch not in self._cache:
+            self._cache[ch] = self.sp.unk_id() in self.sp.encode(ch)
+        return self._cache[ch]
+
+
+def _audio_info(path: str) -> tuple[int, int, float] | str:
+    """(sample rate, channels, seconds) from the header, or the reason it cannot be read."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception as e:  # soundfile raises several types for unreadable files
+        return " ".join(str(e).split()) or type(e).__name__
+    return info.samplerate, info.channels, info.frames / info.samplerate
+
+
+def inspect_manifest(
+    path: str | Path,
+    split: str,
+    lang: str,
+    unk: UnkChars,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    workers: int = 8,
+) -> ManifestReport:
+    """Read one manifest strictly (malformed lines raise `UserError`) and every audio header; count problems."""
+    entries = read_manifest(path, check_audio=False)
+    rep = ManifestReport(str(path), split, lang)
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # header reads are I/O-bound
+        infos = list(pool.map(_audio_info, [e.audio_filepath for e in entries]))
+    for n, (e, info) in enumerate(zip(entries, infos, strict=True), 1):
+        where = f"{path}:{n}"
+        if isinstance(info, str):
+            kind = "missing" if not Path(e.audio_filepath).is_file() else "unreadable"
+            rep.issue(kind, f"{where}: audio file {e.audio_filepath}" + ("" if kind == "missing" else f" ({info})"))
+            continue
+        sr, ch, seconds = info
+        rep.n += 1
+        rep.seconds += seconds
+        rep.min_s, rep.max_s = min(rep.min_s, seconds), max(rep.max_s, seconds)
+        rep.sample_rates[sr] += 1
+        rep.channels[ch] += 1
+        if sr != SAMPLE_RATE:
+            rep.issue("resampled", f"{where}: {sr} Hz")
+        if ch != 1:
+            rep.issue("multichannel", f"{where}: audio file {e.audio_filepath} has {ch} channels")
+        if abs(seconds - e.duration) > DURATION_TOLERANCE:
+            rep.issue("duration_field", f"{where}: duration {e.duration:g} s, file {seconds:.2f} s")
+        if min_duration is not None and seconds < min_duration:
+            rep.issue("too_short", f"{where}: {seconds:.2f} s")
+        if max_duration is not None and seconds > max_duration:
+            rep.issue("too_long", f"{where}: {seconds:.2f} s")
+        _check_text(rep, e, where, unk)
+    return rep
+
+
+def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars) -> None:
+    text = unicodedata.normalize("NFC", e.text)
+    if not text.strip():
+        rep.issue("empty_text", where)
+        return
+    chars = [c for c in text if not c.isspace()]
+    rep.chars += len(chars)
+    bad = [c for c in chars if unk(c)]
+    if bad:
+        rep.unk_chars.update(bad)
+        rep.issue("unk", f"{where}: {bad[0]!r}")
+
+
+def _manifests(cfg: DictConfig) -> Iterable[tuple[str, str, str]]:
+    for s in cfg.model.train_ds.manifests:
+        yield "train", str(s.path), s.lang
+    for split, spec in (("validation", cfg.model.validation_ds), ("test", cfg.model.test_ds)):
+        for s in spec.sets:
+            yield split, str(s.path), s.lang
+
+
+def inspect_run(cfg: DictConfig) -> list[ManifestReport]:
+    """Inspect every manifest of a run config (training ones against the duration limits)."""
+    if not cfg.model.train_ds.manifests:
+        raise UserError("model.train_ds.manifests is empty; list at least one {path, lang, weight}")
+    unk = UnkChars(cfg.model.tokenizer.dir)
+    t = cfg.model.train_ds
+    return [
+        inspect_manifest(path, split, lang, unk, *((t.min_duration, t.max_duration) if split == "train" else ()))
+        for split, path, lang in _manifests(cfg)
+    ]
+
+
+# Problems that stop the run, each with the fix the one-line message gives.
+ERRORS = {
+    "missing": "not found; fix audio_filepath or remove the line",
+    "unreadable": "cannot be read; convert it to WAV or FLAC or remove the line",
+}
+TRAIN_ERRORS = {
+    "multichannel": "in training data; downmix to mono first (e.g. `sox in.wav -c 1 out.wav`)",
+}
+WARNINGS = {
+    "resampled": f"not {SAMPLE_RATE} Hz: resampled on load at every epoch (convert once to save the time)",
+    "multichannel": "multi-channel: averaged to mono on load",
+    "duration_field": "manifest duration differs from the file: the file's length is used",
+    "too_short": "shorter than train_ds.min_duration: dropped from training",
+    "too_long": "longer than train_ds.max_duration: dropped from training",
+    "empty_text": "empty transcript",
+    "unk": "characters the tokenizer cannot represent (trained as <unk>)",
+}
+
+
+def first_error(reports: list[ManifestReport]) -> str | None:
+    """The one-line message for the first problem that would break training, or None."""
+    for r in reports:
+        errors = {**ERRORS, **(TRAIN_ERRORS if r.split == "train" else {})}
+        for kind, fix in errors.items():
+            if kind in r.issues:
+                i = r.issues[kind]
+                more = f" (and {i.count - 1} more line(s) in this manifest)" if i.count > 1 else ""
+                return f"{i.first} {fix}{more}"
+        if r.split == "train" and r.n and r.count("too_short") + r.count("too_long") >= r.n:
+            return (
+                f"{r.path}: every utterance is outside train_ds.min_duration..max_duration "
+                f"({r.min_s:.2f}-{r.max_s:.2f} s); widen the limits or fix the durations"
+            )
+    return None
+
+
+def format_summary(reports: list[ManifestReport]) -> str:
+    """Per language and split: utterances, hours, duration range, sample rates, <unk> rate; then warnings."""
+    rows = ["| split | lang | utterances | hours | seconds (min-max) | sample rates | <unk> chars | manifest |",
+            "|---|---|---:|---:|---|---|---:|---|"]
+    for r in reports:
+        rates = ", ".join(f"{sr // 1000 if sr % 1000 == 0 else sr / 1000:g}k×{c}" for sr, c in sorted(r.sample_rates.items()))
+        unk = sum(r.unk_chars.values())
+        span = f"{r.min_s:.2f}-{r.max_s:.2f}" if r.n else "-"
+        rows.append(
+            f"| {r.split} | {r.lang} | {r.n} | {r.seconds / 3600:.3f} | {span} | {rates or '-'} | "
+            f"{unk / max(r.chars, 1):.2%} | {Path(r.path).name} |"
+        )
+    notes = []
+    for r in reports:
+        for kind, text in WARNINGS.items():
+            if kind in r.issues and not (kind == "multichannel" and r.split == "train"):
+                i = r.issues[kind]
+                line = f"- {r.split}/{r.lang}: {i.count} × {text}; first {i.first}"
+                if kind == "unk":
+                    top = ", ".join(f"{c!r}×{n}" for c, n in r.unk_chars.most_common(8))
+                    line += f"; top: {top}"
+                notes.append(line)
+    return "\n".join(rows + (["", "warnings:", *notes] if notes else ["", "no warnings"]))
+
+
+def check_data(cfg: DictConfig, verbose: bool = True) -> list[ManifestReport]:
+    """Inspect every manifest, print the summary, and raise `UserError` on a problem that would break training."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    reports = inspect_run(cfg)
+    if verbose and rank_zero_only.rank == 0:  # under DDP every rank checks, one prints
+        print("[data check]\n" + format_summary(reports), flush=True)
+    error = first_error(reports)
+    if error:
+        raise UserError(error)
+    return reports

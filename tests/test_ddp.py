@@ -1,0 +1,54 @@
+"""The recipe under Lightning DDP: two CPU processes with the gloo backend, launched by the user's own command.
+Each process adapts the model itself before wrapping; both must hold bit-identical weights at the start and
+after training, and only rank 0 writes files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import MERGED_DIR, ROOT
+from omegaconf import OmegaConf
+
+SCRIPT = ROOT / "ft_110M_enhi_demo.py"
+
+
+def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
+    r = subprocess.run(
+        [
+            sys.executable, str(SCRIPT),
+            f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+            f"model.train_ds.manifests=[{{path: {small_corpus['en_train']}, lang: en}}, {{path: {small_corpus['hi_train']}, lang: hi}}]",
+            f"model.validation_ds.sets=[{{name: en, path: {small_corpus['en_val']}, lang: en}}, {{name: hi, path: {small_corpus['hi_val']}, lang: hi}}]",
+            "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+            "trainer.max_steps=4", "trainer.val_check_interval=2",
+            f"exp_manager.exp_dir={tmp_path}", "exp_manager.name=ddp",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    start = re.findall(r"\[ddp\] 2 ranks hold identical parameters and buffers at start \(sha256 (\w+)\)", r.stdout)
+    end = re.findall(r"\[ddp\] 2 ranks hold identical parameters at end \(sha256 (\w+)\)", r.stdout)
+    assert len(start) == 1 and len(end) == 1, r.stdout[-3000:]  # printed by rank 0 only
+    from enhi.resilience import weights_digest
+    from enhi.training import load_model
+
+    initial = load_model(OmegaConf.create({"init_from_nemo_model": str(standin_nemo), "init_from_pretrained_model": None}))
+    assert weights_digest(initial, buffers=False)[:16] != end[0]  # the ranks trained, and stayed together
+
+    # The .nemo rank 0 wrote holds exactly the parameters both ranks agreed on at the end.
+    run = tmp_path / "ddp"
+    (nemo,) = list(run.rglob("*.nemo"))
+    model = load_model(OmegaConf.create({"init_from_nemo_model": str(nemo), "init_from_pretrained_model": None}))
+    assert weights_digest(model, buffers=False)[:16] == end[0]
+
+    # Validation was scored once per interval (each rank transcribed half, rank 0 wrote the history).
+    history = [json.loads(line) for line in (run / "val_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [0, 2, 4]
+    names = [p.name for p in run.rglob("*")]
+    assert not [n for n in names if re.search(r"rank-?1|rank_1", n)], names

@@ -28,6 +28,7 @@ SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to",
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     import torch
+    from lightning.pytorch import seed_everything
 
     from enhi import demo
     from enhi.datacheck import check_data
@@ -46,6 +47,7 @@ def main(argv: list[str]) -> None:
     results = {}
     for arm in arms:
         run_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg  # the demo's steps and output folders
+        seed_everything(cfg.seed)  # new layers are drawn identically in every process (DDP rank) and every run
         # 1. The pretrained model (or the demo's stand-in).
         model = load_model(cfg)
         # 2. Enlarge the vocabulary; with the transplant, every English row is carried across.

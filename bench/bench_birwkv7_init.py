@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cfg, init: str | None, steps: int, every: int) -> dict:
+    from lightning.pytorch import seed_everything
+
     from enhi import demo
     from enhi.training import configure_model, fit, load_model
     from enhi.transplant import change_vocabulary
@@ -30,6 +32,7 @@ def run(cfg, init: str | None, steps: int, every: int) -> dict:
     name = f"birwkv7_{init}" if init else "attention"
     c = demo.arm_config(cfg, demo.Arm(f"init_bench_{name}", True))
     c.trainer.max_steps, c.trainer.val_check_interval = steps, every
+    seed_everything(cfg.seed)  # the same new-layer draws as the demo script
     model = load_model(cfg)
     change_vocabulary(model, cfg.model.tokenizer.dir, transplant=True)
     if init:
@@ -76,7 +79,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     title = f"BiRWKV7 initialisation on the demo corpus ({steps} steps, bench/bench_birwkv7_init.py)"
-    write_section("birwkv7_init", "\n".join(header(title)) + table + "\n")
+    write_section("birwkv7_init", "\n".join(header(title)) + "\n" + table + "\n")
 
 
 if __name__ == "__main__":

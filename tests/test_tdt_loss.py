@@ -341,3 +341,16 @@ def test_matches_nemo_tdt_numba_cuda(fastemit, clamp):
             torch.testing.assert_close(g_ours, g_nemo, rtol=0, atol=atol, msg=msg)
             torch.testing.assert_close(v_ours, v_64, rtol=1e-6, atol=1e-5, msg=msg)
             torch.testing.assert_close(g_ours, g_64, rtol=0, atol=1e-5, msg=msg)
+
+
+def test_bf16_autocast_leaves_the_loss_in_fp32():
+    """Under bf16-mixed training the joint reaches the loss as fp32 (NeMo's RNNTLoss upcasts it); the loss must
+    then not drop back to bf16 inside autocast."""
+    durations = [0, 1, 2]
+    acts, labels, t_lens, u_lens = _batch(durations, dtype=torch.float32)
+    loss = TDTLossTorch(V, durations, reduction="none", sigma=0.02)
+    plain = loss(acts, labels, t_lens, u_lens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(acts, labels, t_lens, u_lens)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=1e-6, atol=1e-6)

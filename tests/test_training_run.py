@@ -47,3 +47,26 @@ def test_run_logs_per_language_checkpoints_and_resumes(standin_nemo, small_corpu
     # The same command with more steps continues from the checkpoint instead of starting over.
     trainer, val, timer = start(6)
     assert trainer.global_step == 6 and len(timer.times) == 3
+
+
+def test_bf16_mixed_precision_trains(standin_nemo, small_corpus, tmp_path):
+    """The precision GPU runs get by default (`precision: auto` = bf16-mixed there), run on CPU autocast: the
+    model keeps fp32 master weights, the TDT loss stays fp32, and the loss is finite and moves."""
+    import torch
+
+    from enhi.training import configure_model, fit, load_model
+    from enhi.transplant import change_vocabulary
+
+    cfg = _cfg(tmp_path, small_corpus, max_steps=4)
+    cfg.init_from_nemo_model = str(standin_nemo)
+    cfg.trainer.precision = "bf16-mixed"
+    cfg.trainer.log_every_n_steps = 1
+    model = load_model(cfg)
+    change_vocabulary(model, cfg.model.tokenizer.dir, transplant=True)
+    configure_model(model, cfg, bnb_optim=False)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    trainer, _, _ = fit(model, cfg, eval_at_start=False)
+    assert trainer.precision == "bf16-mixed" and trainer.global_step == 4
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+    assert sum(not torch.equal(before[k], p) for k, p in model.named_parameters()) > 0.9 * len(before)
+    assert torch.isfinite(trainer.logged_metrics["train_loss"])

@@ -103,6 +103,13 @@ class RunCfg:
     exp_manager: dict[str, Any] = field(default_factory=dict)  # checked by NeMo's own ExpManagerConfig
 
 
+def train_manifests(cfg: DictConfig) -> list:
+    """`model.train_ds.manifests`, refused when empty (training needs at least one)."""
+    if not cfg.model.train_ds.manifests:
+        raise UserError("model.train_ds.manifests is empty; list at least one {path, lang, weight}")
+    return list(cfg.model.train_ds.manifests)
+
+
 def _parse_value(text: str) -> Any:
     return OmegaConf.create(f"v: {text}")["v"] if text != "" else ""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from enhi.config import train_manifests
 from enhi.errors import UserError
 from enhi.manifest import SAMPLE_RATE, ManifestEntry, read_manifest
 
@@ -56,7 +57,6 @@ class ManifestReport:
     chars: int = 0
     unk_chars: Counter = field(default_factory=Counter)
     sample_rates: Counter = field(default_factory=Counter)
-    channels: Counter = field(default_factory=Counter)
     issues: dict[str, Issue] = field(default_factory=dict)
 
     def issue(self, kind: str, where: str) -> None:
@@ -121,7 +121,6 @@ def inspect_manifest(
         rep.seconds += seconds
         rep.min_s, rep.max_s = min(rep.min_s, seconds), max(rep.max_s, seconds)
         rep.sample_rates[sr] += 1
-        rep.channels[ch] += 1
         if sr != SAMPLE_RATE:
             rep.issue("resampled", f"{where}: {sr} Hz")
         if ch != 1:
@@ -159,8 +158,7 @@ def _manifests(cfg: DictConfig) -> Iterable[tuple[str, str, str]]:
 
 def inspect_run(cfg: DictConfig) -> list[ManifestReport]:
     """Inspect every manifest of a run config (training ones against the duration limits)."""
-    if not cfg.model.train_ds.manifests:
-        raise UserError("model.train_ds.manifests is empty; list at least one {path, lang, weight}")
+    train_manifests(cfg)  # refuses an empty list
     unk = UnkChars(cfg.model.tokenizer.dir)
     t = cfg.model.train_ds
     return [

@@ -88,7 +88,6 @@ class ResumeState(pl.Callback):
         self.epoch = 0
         self.batches = 0  # batches trained in `epoch`
         self._rng: dict[str, Any] | None = None
-        self.resumed_batches = 0  # how far the sampler was fast-forwarded
         self.logged_steps = 0
         self._restored = False
 
@@ -123,7 +122,6 @@ class ResumeState(pl.Callback):
             next(it)
         # Lhotse's flag for a restored sampler: the next iter() continues here instead of restarting the epoch.
         sampler._just_restored_state = True
-        self.resumed_batches = self.batches
 
     def on_train_start(self, trainer, pl_module) -> None:
         if self._restored:  # Lightning's loop state is restored by now; put its logging step right

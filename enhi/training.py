@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from enhi.config import train_manifests
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
 from enhi.manifest import read_manifest
@@ -95,15 +96,11 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
 def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
     """NeMo's Lhotse config: per-language manifests mixed by weight, tagged with `lang`, bucketed by duration."""
     t = cfg.model.train_ds
-    if not t.manifests:
-        raise UserError("model.train_ds.manifests is empty; list at least one {path, lang, weight}")
-    for spec in t.manifests:
-        read_manifest(spec.path)  # fail now, naming file and line, rather than inside a dataloader worker
     return {
         "use_lhotse": True,
         "input_cfg": [
             {"type": "nemo", "manifest_filepath": str(s.path), "weight": float(s.weight), "tags": {"lang": s.lang}}
-            for s in t.manifests
+            for s in train_manifests(cfg)
         ],
         "sample_rate": 16000,
         "batch_duration": t.batch_duration,
@@ -218,7 +215,8 @@ def fit(
 ) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
     """Attach data and optimizer from the config and train; returns the trainer and the two callbacks."""
     pl.seed_everything(cfg.seed, workers=True)
-    # Read every manifest before the trainer creates any folder: bad data stops the run with nothing written.
+    # Manifests and audio are checked by enhi.datacheck.check_data, which the script runs before loading a model;
+    # the validation sets are read here, before the trainer creates any folder.
     train_cfg = train_ds_config(cfg)
     val = ValidationByLanguage(
         eval_sets(cfg.model.validation_ds),

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+extern "C" {
 cudaError_t birwkv7_forward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                             const void* k, const void* v, const void* a, const void* b, const float* s0, void* y,
                             float* sT, float* snap, cudaStream_t stream);
@@ -15,6 +16,7 @@ cudaError_t birwkv7_backward(bool is_bf16, int B, int Tlen, int H, int N, const 
                              const float* dsT, const float* snap, float* scratch, void* dr, void* dw, void* dk,
                              void* dv, void* da, void* db, float* ds0, cudaStream_t stream);
 int birwkv7_chunk_len();
+}
 
 namespace {
 

@@ -336,6 +336,8 @@ cudaError_t launch_backward(int B, int Tlen, int H, const void* r, const void* w
         default: return cudaErrorInvalidValue;                                                      \
     }
 
+extern "C" {
+
 cudaError_t birwkv7_forward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                             const void* k, const void* v, const void* a, const void* b, const float* s0, void* y,
                             float* sT, float* snap, cudaStream_t stream) {
@@ -351,3 +353,5 @@ cudaError_t birwkv7_backward(bool is_bf16, int B, int Tlen, int H, int N, const 
 }
 
 int birwkv7_chunk_len() { return birwkv7::CHUNK; }
+
+}  // extern "C"

@@ -106,22 +106,23 @@ class _WKV7Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, s0, needs_grad):  # type: ignore[override]
         ext = load_extension()
-        # Snapshots for the backward cost T/16 * N^2 floats per head: only keep them when autograd will ask.
-        y, sT, snap = ext.forward(r, w, k, v, a, b, s0, needs_grad)
+        # What the backward replays from (the state entering every 16 steps, N^2 floats per head, and
+        # S_{t-1} a_t of every step) is only kept when autograd will ask.
+        y, sT, snap, sa = ext.forward(r, w, k, v, a, b, s0, needs_grad)
         if needs_grad:
-            ctx.save_for_backward(r, w, k, v, a, b, snap)
+            ctx.save_for_backward(r, w, k, v, a, b, snap, sa)
         return y, sT
 
     @staticmethod
     def backward(ctx, dy, dsT):  # type: ignore[override]
-        r, w, k, v, a, b, snap = ctx.saved_tensors
+        r, w, k, v, a, b, snap, sa = ctx.saved_tensors
         B, _, H, N = r.shape
         dy = torch.zeros_like(r) if dy is None else dy.to(r.dtype).contiguous()
         if dsT is None:
             dsT = torch.zeros(B, H, N, N, dtype=torch.float32, device=r.device)
         else:
             dsT = dsT.float().contiguous()
-        dr, dw, dk, dv, da, db, ds0 = load_extension().backward(r, w, k, v, a, b, dy, dsT, snap)
+        dr, dw, dk, dv, da, db, ds0 = load_extension().backward(r, w, k, v, a, b, dy, dsT, snap, sa)
         return dr, dw, dk, dv, da, db, ds0, None
 
 

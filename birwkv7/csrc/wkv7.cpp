@@ -10,12 +10,13 @@
 extern "C" {
 cudaError_t birwkv7_forward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                             const void* k, const void* v, const void* a, const void* b, const float* s0, void* y,
-                            float* sT, float* snap, cudaStream_t stream);
+                            float* sT, float* snap, float* sa, cudaStream_t stream);
 cudaError_t birwkv7_backward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                              const void* k, const void* v, const void* a, const void* b, const void* dy,
-                             const float* dsT, const float* snap, float* scratch, void* dr, void* dw, void* dk,
-                             void* dv, void* da, void* db, float* ds0, cudaStream_t stream);
+                             const float* dsT, const float* snap, const float* sa, float* scratch, void* dr,
+                             void* dw, void* dk, void* dv, void* da, void* db, float* ds0, cudaStream_t stream);
 int birwkv7_chunk_len();
+int64_t birwkv7_backward_scratch_floats(int B, int H, int N);
 }
 
 namespace {
@@ -45,9 +46,10 @@ bool is_bf16_dtype(const torch::Tensor& r) {
 
 }  // namespace
 
-// Returns (y, final_state, snapshots); snapshots is empty when save_snapshots is false.
+// Returns (y, final_state, snapshots, sa); the last two (what the backward needs) are empty when
+// save_for_backward is false.
 std::vector<torch::Tensor> wkv7_forward(torch::Tensor r, torch::Tensor w, torch::Tensor k, torch::Tensor v,
-                                        torch::Tensor a, torch::Tensor b, torch::Tensor s0, bool save_snapshots) {
+                                        torch::Tensor a, torch::Tensor b, torch::Tensor s0, bool save_for_backward) {
     TORCH_CHECK(r.dim() == 4, "r must be (B, T, H, N)");
     check_input(r, r, "r");
     check_input(w, r, "w");
@@ -64,19 +66,22 @@ std::vector<torch::Tensor> wkv7_forward(torch::Tensor r, torch::Tensor w, torch:
     auto y = torch::empty_like(r);
     auto sT = torch::empty_like(s0);
     const int64_t n_chunks = (T + birwkv7_chunk_len() - 1) / birwkv7_chunk_len();
-    torch::Tensor snap = save_snapshots ? torch::empty({B, H, n_chunks, N, N}, s0.options()) : torch::empty({0}, s0.options());
+    const bool save = save_for_backward && T > 0;
+    torch::Tensor snap = save ? torch::empty({B, H, n_chunks, N, N}, s0.options()) : torch::empty({0}, s0.options());
+    torch::Tensor sa = save ? torch::empty({B, T, H, N}, s0.options()) : torch::empty({0}, s0.options());
     const cudaError_t err = birwkv7_forward(
         bf16, (int)B, (int)T, (int)H, (int)N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(),
         b.data_ptr(), s0.data_ptr<float>(), y.data_ptr(), sT.data_ptr<float>(),
-        save_snapshots ? snap.data_ptr<float>() : nullptr, c10::cuda::getCurrentCUDAStream());
+        save ? snap.data_ptr<float>() : nullptr, save ? sa.data_ptr<float>() : nullptr,
+        c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "wkv7 cuda forward failed (head size ", N, "): ", cudaGetErrorString(err));
-    return {y, sT, snap};
+    return {y, sT, snap, sa};
 }
 
 // Returns (dr, dw, dk, dv, da, db, d_initial_state).
 std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch::Tensor k, torch::Tensor v,
                                          torch::Tensor a, torch::Tensor b, torch::Tensor dy, torch::Tensor dsT,
-                                         torch::Tensor snap) {
+                                         torch::Tensor snap, torch::Tensor sa) {
     check_input(r, r, "r");
     check_input(w, r, "w");
     check_input(k, r, "k");
@@ -90,6 +95,7 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
     const int64_t C = birwkv7_chunk_len();
     const int64_t n_chunks = (T + C - 1) / C;
     TORCH_CHECK(snap.is_contiguous() && snap.numel() == B * H * n_chunks * N * N, "bad snapshot tensor");
+    TORCH_CHECK(sa.is_contiguous() && sa.numel() == B * T * H * N, "bad saved sa tensor");
     const bool bf16 = is_bf16_dtype(r);
     const c10::cuda::CUDAGuard guard(r.device());
 
@@ -100,11 +106,12 @@ std::vector<torch::Tensor> wkv7_backward(torch::Tensor r, torch::Tensor w, torch
     auto da = torch::empty_like(r);
     auto db = torch::empty_like(r);
     auto ds0 = torch::empty_like(dsT);
-    // Per-(b, h) replay buffer of CHUNK + 1 states; small enough to stay L2-resident.
-    auto scratch = torch::empty({B, H, C + 1, N, N}, dsT.options());
+    // Replay states when they do not fit in shared memory (head size 128); L2-resident.
+    auto scratch = torch::empty({birwkv7_backward_scratch_floats((int)B, (int)H, (int)N)}, dsT.options());
     const cudaError_t err = birwkv7_backward(
         bf16, (int)B, (int)T, (int)H, (int)N, r.data_ptr(), w.data_ptr(), k.data_ptr(), v.data_ptr(), a.data_ptr(),
-        b.data_ptr(), dy.data_ptr(), dsT.data_ptr<float>(), snap.data_ptr<float>(), scratch.data_ptr<float>(),
+        b.data_ptr(), dy.data_ptr(), dsT.data_ptr<float>(), T > 0 ? snap.data_ptr<float>() : nullptr,
+        T > 0 ? sa.data_ptr<float>() : nullptr, scratch.numel() > 0 ? scratch.data_ptr<float>() : nullptr,
         dr.data_ptr(), dw.data_ptr(), dk.data_ptr(), dv.data_ptr(), da.data_ptr(), db.data_ptr(),
         ds0.data_ptr<float>(), c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "wkv7 cuda backward failed (head size ", N, "): ", cudaGetErrorString(err));

@@ -1,33 +1,37 @@
-// WKV-7 forward and backward CUDA kernels (bf16 or fp32 inputs, fp32 state).
+// WKV-7 forward and backward CUDA kernels (bf16 or fp32 inputs, fp32 state and math).
 //
 // Recurrence, per batch b, head h, step t; state S is (N, N) indexed [value i, key j]:
 //     d_t = exp(-exp(w_t))
 //     S_t = S_{t-1} diag(d_t) + (S_{t-1} a_t) b_t^T + v_t k_t^T
 //     y_t = S_t r_t
 //
-// Layout: one thread block per (b, h), N threads; thread i owns value-row i of S.  Row i evolves on its
-// own (sa_i = S[i,:].a only reads row i), so the forward needs the per-step key vectors broadcast through
-// shared memory and nothing else.
+// Column ownership.  A thread owns C = 16 (or 32) of the N entries of a row or column, in float4 groups
+// interleaved across the R = N / C lanes that share the row: lane q owns j = ((c / 4) * R + q) * 4 + c % 4.
+// Neighbouring lanes then read neighbouring float4s of a broadcast vector (no shared-memory bank conflicts),
+// and a row sum is C products plus log2(R) butterfly shuffles, so a step's dependency chain is short.
+//
+// Forward.  Row i of S evolves on its own (S_{t-1} a_t only reads row i), so a block is one warp holding
+// 32 / R rows of one head, and a head is spread over N * R / 32 blocks: long sequences with small B*H still
+// fill the GPU.  Every CHUNK steps the block stages the chunk's r, d, k, a, b (and its rows of v) in shared
+// memory with one pair of barriers; the CHUNK steps then run with no barrier at all.  For the backward it
+// saves S_{t-1} a_t of every step (fp32, B*T*H*N) and the state entering every chunk, transposed.
 //
 // Backward.  With G = dL/dS_t (everything flowing back from later steps plus dy_t r_t^T):
-//     dv_i  = sum_j G[i,j] k_j             dsa_i = sum_j G[i,j] b_j          (row reductions)
-//     dk_j  = sum_i G[i,j] v_i             db_j  = sum_i G[i,j] sa_i         (column reductions)
-//     dd_j  = sum_i G[i,j] S_{t-1}[i,j]    da_j  = sum_i S_{t-1}[i,j] dsa_i
-//     dr_j  = sum_i S_t[i,j] dy_i          dw_j  = dd_j * d_j * (-exp(w_j))
-//     dL/dS_{t-1} = G diag(d_t) + dsa a_t^T
-// G lives in shared memory (row stride N+1 so both row and column walks are bank-conflict free).
-// The backward needs S_{t-1} in reverse time.  Inverting the step (dividing by d_t) is unstable when a
-// decay is close to 0, so instead the forward stores a snapshot of S every CHUNK steps, and the backward,
-// for each chunk from the last to the first, replays the chunk forward from its snapshot into a per-block
-// global scratch of CHUNK+1 states (small enough to stay in L2), then walks it backwards.
-// Any T is accepted: the last chunk is just shorter.
+//     dv_i  = sum_j G[i,j] k_j         dsa_i = sum_j G[i,j] b_j                 (rows of G)
+//     dk_i  = sum_j G[j,i] v_j         db_i  = sum_j G[j,i] sa_j                (columns of G)
+//     dd_i  = sum_j G[j,i] S_{t-1}[j,i]  da_i = sum_j S_{t-1}[j,i] dsa_j  dr_i = sum_j S_t[j,i] dy_j
+//     dw_i  = dd_i * d_i * (-exp(w_i))      dL/dS_{t-1} = G diag(d_t) + dsa a_t^T
+// One block per (b, h), R lanes per index i.  Thread (i, q) keeps row i and column i of G in registers
+// (two copies of the same numbers, updated with identical float operations, so they never drift apart);
+// every sum above is then local plus a butterfly, and the only exchange is the dsa vector (one barrier per
+// step).  Column i of S_{t-1} is needed in reverse time.  Inverting a step divides by d_t, which is
+// unstable for strong decay, so it is replayed instead: from the chunk's saved entry state, column i
+// evolves alone given the saved sa vectors (S_t[j,i] = S_{t-1}[j,i] d_i + sa_j b_i + v_j k_i), and the
+// SUB + 1 states of one sub-chunk are kept in a thread-private slice of shared memory (global memory,
+// which stays in L2, when N = 128 makes them too big), then walked backwards.  Replay costs one extra
+// state update per step (1.5 on average with SUB = CHUNK / 2), against the ~15 of the walk itself.
 //
-// Performance notes (H100, bf16, B=8 H=8 N=64 T=4096: forward 4.3 ms, forward+backward 28.8 ms; see
-// bench/RESULTS.md): parallelism is one block per (b, h), so small B*H leaves most SMs idle, and the
-// backward's column pass reads the replayed states from L2 (two loads per element per step), which
-// dominates its time.  Known ways to speed it up: keep S_t's column from the previous reverse step in
-// registers (halves those loads), split value rows over several blocks (rows are independent in the
-// recurrence; column sums would then need a cross-block reduction), or a chunked tensor-core form.
+// Any T is accepted (a short last chunk); T = 0 copies the state through.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -36,7 +40,9 @@
 
 namespace birwkv7 {
 
-constexpr int CHUNK = 16;
+constexpr int CHUNK = 16;  // steps per saved state (forward) and per shared-memory staging round
+constexpr int SUB = 8;     // steps per replayed sub-chunk in the backward
+static_assert(CHUNK % SUB == 0, "a chunk is a whole number of sub-chunks");
 
 template <typename T> __device__ __forceinline__ float to_f(T x);
 template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
@@ -46,287 +52,361 @@ template <typename T> __device__ __forceinline__ T from_f(float x);
 template <> __device__ __forceinline__ float from_f<float>(float x) { return x; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
-// Dot product of a register row with a shared (broadcast) vector, with 4 independent accumulators so the
-// FMA chain is 4x shorter than a naive loop (this chain is the per-step latency of the recurrence).
-template <int N>
-__device__ __forceinline__ float dot_row(const float (&x)[N], const float* __restrict__ s) {
+// Column owned by lane q (of R) in its c-th slot: float4 groups interleaved across lanes.
+template <int R>
+__device__ __forceinline__ int col_of(int q, int c) {
+    return ((c >> 2) * R + q) * 4 + (c & 3);
+}
+
+// Sum over the R consecutive lanes that share an index (R divides 32); every lane gets the total.
+template <int R>
+__device__ __forceinline__ float lane_sum(float x) {
+#pragma unroll
+    for (int m = R / 2; m > 0; m >>= 1) x += __shfl_xor_sync(0xffffffffu, x, m);
+    return x;
+}
+
+// Dot product of owned register entries with the owned entries of a shared vector.
+template <int C, int R>
+__device__ __forceinline__ float dot_owned(const float (&x)[C], const float* __restrict__ vec, int q) {
     float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
 #pragma unroll
-    for (int j = 0; j < N; j += 4) {
-        acc0 = fmaf(x[j + 0], s[j + 0], acc0);
-        acc1 = fmaf(x[j + 1], s[j + 1], acc1);
-        acc2 = fmaf(x[j + 2], s[j + 2], acc2);
-        acc3 = fmaf(x[j + 3], s[j + 3], acc3);
+    for (int c4 = 0; c4 < C / 4; ++c4) {
+        const float4 u = *reinterpret_cast<const float4*>(vec + (c4 * R + q) * 4);
+        acc0 = fmaf(x[4 * c4 + 0], u.x, acc0);
+        acc1 = fmaf(x[4 * c4 + 1], u.y, acc1);
+        acc2 = fmaf(x[4 * c4 + 2], u.z, acc2);
+        acc3 = fmaf(x[4 * c4 + 3], u.w, acc3);
     }
     return (acc0 + acc1) + (acc2 + acc3);
 }
 
-template <int N>
-__device__ __forceinline__ void store_row(float* __restrict__ dst, const float (&x)[N]) {
-    float4* d4 = reinterpret_cast<float4*>(dst);
+template <int C, int R>
+__device__ __forceinline__ void load_owned(float (&x)[C], const float* __restrict__ vec, int q) {
 #pragma unroll
-    for (int j = 0; j < N / 4; ++j) d4[j] = make_float4(x[4 * j], x[4 * j + 1], x[4 * j + 2], x[4 * j + 3]);
+    for (int c4 = 0; c4 < C / 4; ++c4) {
+        const float4 u = *reinterpret_cast<const float4*>(vec + (c4 * R + q) * 4);
+        x[4 * c4 + 0] = u.x;
+        x[4 * c4 + 1] = u.y;
+        x[4 * c4 + 2] = u.z;
+        x[4 * c4 + 3] = u.w;
+    }
 }
 
-template <int N>
-__device__ __forceinline__ void load_row(float (&x)[N], const float* __restrict__ src) {
-    const float4* s4 = reinterpret_cast<const float4*>(src);
+template <int C, int R>
+__device__ __forceinline__ void store_owned(float* __restrict__ vec, const float (&x)[C], int q) {
 #pragma unroll
-    for (int j = 0; j < N / 4; ++j) {
-        const float4 q = s4[j];
-        x[4 * j] = q.x;
-        x[4 * j + 1] = q.y;
-        x[4 * j + 2] = q.z;
-        x[4 * j + 3] = q.w;
-    }
+    for (int c4 = 0; c4 < C / 4; ++c4)
+        *reinterpret_cast<float4*>(vec + (c4 * R + q) * 4) = make_float4(x[4 * c4], x[4 * c4 + 1], x[4 * c4 + 2], x[4 * c4 + 3]);
 }
 
 // ------------------------------------------------------------------------------------------------ forward
 
+template <int N>
+struct ForwardShape {
+    static constexpr int C = 16;
+    static constexpr int R = N / C;
+    static constexpr int ROWS = 32 / R;  // rows per block: one warp
+    static constexpr int BLOCKS_PER_HEAD = N / ROWS;
+    static constexpr int SMEM_FLOATS = CHUNK * (5 * N + ROWS);
+};
+
 template <int N, typename T>
-__global__ void __launch_bounds__(N) wkv7_forward_kernel(
+__global__ void __launch_bounds__(32) wkv7_forward_kernel(
     const int Tlen, const int H, const T* __restrict__ r_, const T* __restrict__ w_, const T* __restrict__ k_,
     const T* __restrict__ v_, const T* __restrict__ a_, const T* __restrict__ b_, const float* __restrict__ s0_,
-    T* __restrict__ y_, float* __restrict__ sT_, float* __restrict__ snap_) {
-    const int bh = blockIdx.x;
+    T* __restrict__ y_, float* __restrict__ sT_, float* __restrict__ snap_, float* __restrict__ sa_out_) {
+    using S = ForwardShape<N>;
+    constexpr int C = S::C, R = S::R, ROWS = S::ROWS;
+    const int bh = blockIdx.x / S::BLOCKS_PER_HEAD;
+    const int row0 = (blockIdx.x % S::BLOCKS_PER_HEAD) * ROWS;
     const int bb = bh / H, hh = bh % H;
-    const int i = threadIdx.x;
+    const int lr = threadIdx.x / R, q = threadIdx.x % R;
+    const int i = row0 + lr;
     const int n_chunks = (Tlen + CHUNK - 1) / CHUNK;
 
-    __shared__ float sr[N], sd[N], sk[N], sa[N], sb[N];
+    extern __shared__ float smem[];
+    float* sr = smem;  // [CHUNK][N] each
+    float* sd = sr + CHUNK * N;
+    float* sk = sd + CHUNK * N;
+    float* sa = sk + CHUNK * N;
+    float* sb = sa + CHUNK * N;
+    float* sv = sb + CHUNK * N;  // [CHUNK][ROWS]: this block's rows of v
 
-    float st[N];
-    load_row<N>(st, s0_ + (int64_t)bh * N * N + (int64_t)i * N);
+    float st[C];
+    load_owned<C, R>(st, s0_ + ((int64_t)bh * N + i) * N, q);
 
     const int64_t step = (int64_t)H * N;
-    const int64_t base = ((int64_t)bb * Tlen * H + hh) * N + i;
+    const int64_t head = ((int64_t)bb * Tlen * H + hh) * N;  // element (b, t = 0, h, 0)
 
-    // Software prefetch: the global loads of step t+1 are issued before the math of step t.
-    float nr = 0.f, nw = 0.f, nk = 0.f, nv = 0.f, na = 0.f, nb = 0.f;
-    if (Tlen > 0) {
-        nr = to_f(r_[base]); nw = to_f(w_[base]); nk = to_f(k_[base]);
-        nv = to_f(v_[base]); na = to_f(a_[base]); nb = to_f(b_[base]);
-    }
-    for (int t = 0; t < Tlen; ++t) {
-        const int64_t idx = base + (int64_t)t * step;
-        const float cr = nr, cw = nw, ck = nk, cv = nv, ca = na, cb = nb;
-        if (t + 1 < Tlen) {
-            const int64_t nidx = idx + step;
-            nr = to_f(r_[nidx]); nw = to_f(w_[nidx]); nk = to_f(k_[nidx]);
-            nv = to_f(v_[nidx]); na = to_f(a_[nidx]); nb = to_f(b_[nidx]);
+    for (int t0 = 0, c = 0; t0 < Tlen; t0 += CHUNK, ++c) {
+        const int len = min(CHUNK, Tlen - t0);
+        if (snap_ != nullptr) {  // state entering the chunk, transposed: snap[b, h, c, j, i] = S[i, j]
+            float* dst = snap_ + ((int64_t)bh * n_chunks + c) * N * N + i;
+#pragma unroll
+            for (int cc = 0; cc < C; ++cc) dst[(int64_t)col_of<R>(q, cc) * N] = st[cc];
         }
-        if (snap_ != nullptr && t % CHUNK == 0) {
-            store_row<N>(snap_ + ((int64_t)bh * n_chunks + t / CHUNK) * N * N + (int64_t)i * N, st);
+        __syncthreads();  // the previous chunk's readers of the staging buffers are done
+        for (int e = threadIdx.x; e < len * N; e += 32) {
+            const int64_t g = head + (int64_t)(t0 + e / N) * step + e % N;
+            sr[e] = to_f(r_[g]);
+            sd[e] = expf(-expf(to_f(w_[g])));
+            sk[e] = to_f(k_[g]);
+            sa[e] = to_f(a_[g]);
+            sb[e] = to_f(b_[g]);
         }
-        __syncthreads();  // everyone is done reading the previous step's vectors
-        sr[i] = cr;
-        sd[i] = expf(-expf(cw));
-        sk[i] = ck;
-        sa[i] = ca;
-        sb[i] = cb;
+        for (int e = threadIdx.x; e < len * ROWS; e += 32)
+            sv[e] = to_f(v_[head + (int64_t)(t0 + e / ROWS) * step + row0 + e % ROWS]);
         __syncthreads();
 
-        const float sav = dot_row<N>(st, sa);
+        for (int s = 0; s < len; ++s) {
+            const float* vr = sr + s * N;
+            const float* vd = sd + s * N;
+            const float* vk = sk + s * N;
+            const float* vb = sb + s * N;
+            const float sav = lane_sum<R>(dot_owned<C, R>(st, sa + s * N, q));
+            const float vi = sv[s * ROWS + lr];
 #pragma unroll
-        for (int j = 0; j < N; ++j) st[j] = fmaf(st[j], sd[j], fmaf(sav, sb[j], cv * sk[j]));
-        y_[idx] = from_f<T>(dot_row<N>(st, sr));
+            for (int c4 = 0; c4 < C / 4; ++c4) {
+                const int j = (c4 * R + q) * 4;
+                const float4 d4 = *reinterpret_cast<const float4*>(vd + j);
+                const float4 k4 = *reinterpret_cast<const float4*>(vk + j);
+                const float4 b4 = *reinterpret_cast<const float4*>(vb + j);
+                st[4 * c4 + 0] = fmaf(st[4 * c4 + 0], d4.x, fmaf(sav, b4.x, vi * k4.x));
+                st[4 * c4 + 1] = fmaf(st[4 * c4 + 1], d4.y, fmaf(sav, b4.y, vi * k4.y));
+                st[4 * c4 + 2] = fmaf(st[4 * c4 + 2], d4.z, fmaf(sav, b4.z, vi * k4.z));
+                st[4 * c4 + 3] = fmaf(st[4 * c4 + 3], d4.w, fmaf(sav, b4.w, vi * k4.w));
+            }
+            const float yi = lane_sum<R>(dot_owned<C, R>(st, vr, q));
+            if (q == 0) {
+                const int64_t g = head + (int64_t)(t0 + s) * step + i;
+                y_[g] = from_f<T>(yi);
+                if (sa_out_ != nullptr) sa_out_[g] = sav;
+            }
+        }
     }
-    store_row<N>(sT_ + (int64_t)bh * N * N + (int64_t)i * N, st);
+    store_owned<C, R>(sT_ + ((int64_t)bh * N + i) * N, st, q);
 }
 
 // ----------------------------------------------------------------------------------------------- backward
 
 template <int N>
-constexpr int backward_smem_floats() {
-    return N * (N + 1) + 8 * N + CHUNK * N;
-}
+struct BackwardShape {
+    static constexpr int C = N >= 128 ? 32 : 16;  // 32 keeps N = 128 at 512 threads (register budget)
+    static constexpr int R = N / C;
+    static constexpr int THREADS = N * R;
+    static constexpr int STAGED = 9;  // r, d, exp(w), k, v, a, b, dy, sa
+    static constexpr int STORE_FLOATS = (SUB + 1) * N * N;
+    static constexpr bool STORE_IN_SMEM = STORE_FLOATS * 4 <= 160 * 1024;
+    static constexpr int SMEM_FLOATS = STAGED * CHUNK * N + 2 * N + (STORE_IN_SMEM ? STORE_FLOATS : 0);
+};
 
 template <int N, typename T>
-__global__ void __launch_bounds__(N) wkv7_backward_kernel(
+__global__ void __launch_bounds__(BackwardShape<N>::THREADS, 1) wkv7_backward_kernel(
     const int Tlen, const int H, const T* __restrict__ r_, const T* __restrict__ w_, const T* __restrict__ k_,
     const T* __restrict__ v_, const T* __restrict__ a_, const T* __restrict__ b_, const T* __restrict__ dy_,
-    const float* __restrict__ dsT_, const float* __restrict__ snap_, float* __restrict__ scratch_,
-    T* __restrict__ dr_, T* __restrict__ dw_, T* __restrict__ dk_, T* __restrict__ dv_, T* __restrict__ da_,
-    T* __restrict__ db_, float* __restrict__ ds0_) {
+    const float* __restrict__ dsT_, const float* __restrict__ snap_, const float* __restrict__ sa_saved_,
+    float* __restrict__ scratch_, T* __restrict__ dr_, T* __restrict__ dw_, T* __restrict__ dk_,
+    T* __restrict__ dv_, T* __restrict__ da_, T* __restrict__ db_, float* __restrict__ ds0_) {
+    using S = BackwardShape<N>;
+    constexpr int C = S::C, R = S::R, NT = S::THREADS;
     const int bh = blockIdx.x;
     const int bb = bh / H, hh = bh % H;
-    const int i = threadIdx.x;
+    const int tid = threadIdx.x;
+    const int i = tid / R, q = tid % R;
     const int n_chunks = (Tlen + CHUNK - 1) / CHUNK;
-    constexpr int GS = N + 1;  // padded row stride of G
 
     extern __shared__ float smem[];
-    float* G = smem;
-    float* sr = G + N * GS;
-    float* sd = sr + N;
-    float* sk = sd + N;
-    float* sv = sk + N;
-    float* sa = sv + N;
-    float* sb = sa + N;
-    float* sdy = sb + N;
-    float* sdsa = sdy + N;
-    float* ssa = sdsa + N;  // [CHUNK][N]: sa_t = S_{t-1} a_t for the chunk being walked
+    float* vr = smem;  // staged vectors, [CHUNK][N] each
+    float* vd = vr + CHUNK * N;
+    float* vew = vd + CHUNK * N;
+    float* vk = vew + CHUNK * N;
+    float* vv = vk + CHUNK * N;
+    float* va = vv + CHUNK * N;
+    float* vb = va + CHUNK * N;
+    float* vdy = vb + CHUNK * N;
+    float* vsa = vdy + CHUNK * N;
+    float* dsa_x = vsa + CHUNK * N;  // [2][N]: dsa of this step, double-buffered
+    // Thread-private replay states, element (slot, c) of thread tid at (slot * C + c) * NT + tid (float4-wise).
+    float* store = S::STORE_IN_SMEM ? dsa_x + 2 * N : scratch_ + (int64_t)bh * S::STORE_FLOATS;
 
+    float grow[C], gcol[C];
     {
-        const float* src = dsT_ + (int64_t)bh * N * N + (int64_t)i * N;
-#pragma unroll 8
-        for (int j = 0; j < N; ++j) G[i * GS + j] = src[j];
+        const float* src = dsT_ + (int64_t)bh * N * N;
+        load_owned<C, R>(grow, src + (int64_t)i * N, q);
+#pragma unroll
+        for (int c = 0; c < C; ++c) gcol[c] = src[(int64_t)col_of<R>(q, c) * N + i];
     }
 
-    float* scr = scratch_ + (int64_t)bh * (CHUNK + 1) * N * N;
     const int64_t step = (int64_t)H * N;
-    const int64_t base = ((int64_t)bb * Tlen * H + hh) * N + i;
+    const int64_t head = ((int64_t)bb * Tlen * H + hh) * N;
+    int parity = 0;
 
-    for (int c = n_chunks - 1; c >= 0; --c) {
-        const int t0 = c * CHUNK;
+    auto slot_store = [&](int slot, const float(&x)[C]) {
+#pragma unroll
+        for (int c4 = 0; c4 < C / 4; ++c4)
+            reinterpret_cast<float4*>(store)[(int64_t)(slot * (C / 4) + c4) * NT + tid] =
+                make_float4(x[4 * c4], x[4 * c4 + 1], x[4 * c4 + 2], x[4 * c4 + 3]);
+    };
+    auto slot_load = [&](int slot, float(&x)[C]) {
+#pragma unroll
+        for (int c4 = 0; c4 < C / 4; ++c4) {
+            const float4 u = reinterpret_cast<const float4*>(store)[(int64_t)(slot * (C / 4) + c4) * NT + tid];
+            x[4 * c4] = u.x;
+            x[4 * c4 + 1] = u.y;
+            x[4 * c4 + 2] = u.z;
+            x[4 * c4 + 3] = u.w;
+        }
+    };
+
+    for (int ch = n_chunks - 1; ch >= 0; --ch) {
+        const int t0 = ch * CHUNK;
         const int len = min(CHUNK, Tlen - t0);
+        __syncthreads();  // everyone is done with the previous chunk's staged vectors
+        for (int e = tid; e < len * N; e += NT) {
+            const int64_t g = head + (int64_t)(t0 + e / N) * step + e % N;
+            const float ew = expf(to_f(w_[g]));
+            vr[e] = to_f(r_[g]);
+            vd[e] = expf(-ew);
+            vew[e] = ew;
+            vk[e] = to_f(k_[g]);
+            vv[e] = to_f(v_[g]);
+            va[e] = to_f(a_[g]);
+            vb[e] = to_f(b_[g]);
+            vdy[e] = to_f(dy_[g]);
+            vsa[e] = sa_saved_[g];
+        }
+        __syncthreads();
 
-        // 1) Replay the chunk forward from its snapshot; keep every state (slot s = state after s steps).
-        {
-            float st[N];
-            load_row<N>(st, snap_ + ((int64_t)bh * n_chunks + c) * N * N + (int64_t)i * N);
-            store_row<N>(scr + (int64_t)i * N, st);
-            const int64_t idx0 = base + (int64_t)t0 * step;
-            float nw = to_f(w_[idx0]), nk = to_f(k_[idx0]), nv = to_f(v_[idx0]);
-            float na = to_f(a_[idx0]), nb = to_f(b_[idx0]);
-            for (int s = 0; s < len; ++s) {
-                const float cw = nw, ck = nk, cv = nv, ca = na, cb = nb;
-                if (s + 1 < len) {  // prefetch the next step while this one computes
-                    const int64_t nidx = base + (int64_t)(t0 + s + 1) * step;
-                    nw = to_f(w_[nidx]); nk = to_f(k_[nidx]); nv = to_f(v_[nidx]);
-                    na = to_f(a_[nidx]); nb = to_f(b_[nidx]);
+        const float* entry = snap_ + ((int64_t)bh * n_chunks + ch) * N * N + (int64_t)i * N;  // column i of S
+        for (int u0 = ((len - 1) / SUB) * SUB; u0 >= 0; u0 -= SUB) {
+            const int u1 = min(u0 + SUB, len);
+            // Replay column i from the chunk's entry state; keep the states before/after steps u0..u1-1.
+            {
+                float col[C];
+                load_owned<C, R>(col, entry, q);
+                for (int u = 0; u < u1; ++u) {
+                    if (u == u0) slot_store(0, col);
+                    const float di = vd[u * N + i], bi = vb[u * N + i], ki = vk[u * N + i];
+#pragma unroll
+                    for (int c = 0; c < C; ++c) {
+                        const int j = col_of<R>(q, c);
+                        col[c] = fmaf(col[c], di, fmaf(vsa[u * N + j], bi, vv[u * N + j] * ki));
+                    }
+                    if (u >= u0) slot_store(u - u0 + 1, col);
                 }
-                __syncthreads();
-                sd[i] = expf(-expf(cw));
-                sk[i] = ck;
-                sa[i] = ca;
-                sb[i] = cb;
-                __syncthreads();
-                const float sav = dot_row<N>(st, sa);
-                ssa[s * N + i] = sav;
+            }
+            // Walk the sub-chunk backwards.
+            for (int u = u1 - 1; u >= u0; --u) {
+                const int o = u * N;
+                const float ri = vr[o + i], di = vd[o + i], ewi = vew[o + i], ai = va[o + i], dyi = vdy[o + i];
+                float sp[C];
+                slot_load(u - u0 + 1, sp);  // S_t column i
+                const float dr = lane_sum<R>(dot_owned<C, R>(sp, vdy + o, q));
+                slot_load(u - u0, sp);  // S_{t-1} column i
 #pragma unroll
-                for (int j = 0; j < N; ++j) st[j] = fmaf(st[j], sd[j], fmaf(sav, sb[j], cv * sk[j]));
-                store_row<N>(scr + (int64_t)(s + 1) * N * N + (int64_t)i * N, st);
+                for (int c = 0; c < C; ++c) {
+                    const int j = col_of<R>(q, c);
+                    grow[c] = fmaf(dyi, vr[o + j], grow[c]);  // G[i, j] += dy_i r_j
+                    gcol[c] = fmaf(vdy[o + j], ri, gcol[c]);  // G[j, i] += dy_j r_i
+                }
+                float dd = 0.f, dk = 0.f, db = 0.f, dv = 0.f, dsa = 0.f;
+#pragma unroll
+                for (int c = 0; c < C; ++c) {
+                    const int j = col_of<R>(q, c);
+                    dd = fmaf(gcol[c], sp[c], dd);
+                    dk = fmaf(gcol[c], vv[o + j], dk);
+                    db = fmaf(gcol[c], vsa[o + j], db);
+                    dv = fmaf(grow[c], vk[o + j], dv);
+                    dsa = fmaf(grow[c], vb[o + j], dsa);
+                }
+                dd = lane_sum<R>(dd);
+                dk = lane_sum<R>(dk);
+                db = lane_sum<R>(db);
+                dv = lane_sum<R>(dv);
+                dsa = lane_sum<R>(dsa);
+                float* dsa_all = dsa_x + parity * N;
+                if (q == 0) dsa_all[i] = dsa;
+                __syncthreads();  // dsa of every index is in shared memory
+                const float da = lane_sum<R>(dot_owned<C, R>(sp, dsa_all, q));
+#pragma unroll
+                for (int c = 0; c < C; ++c) {
+                    const int j = col_of<R>(q, c);
+                    grow[c] = fmaf(grow[c], vd[o + j], dsa * va[o + j]);  // G[i, j] d_j + dsa_i a_j
+                    gcol[c] = fmaf(gcol[c], di, dsa_all[j] * ai);      // G[j, i] d_i + dsa_j a_i
+                }
+                parity ^= 1;  // the next step writes the other buffer, so no second barrier is needed
+                if (q == 0) {
+                    const int64_t g = head + (int64_t)(t0 + u) * step + i;
+                    dr_[g] = from_f<T>(dr);
+                    dw_[g] = from_f<T>(-dd * di * ewi);
+                    dk_[g] = from_f<T>(dk);
+                    dv_[g] = from_f<T>(dv);
+                    da_[g] = from_f<T>(da);
+                    db_[g] = from_f<T>(db);
+                }
             }
         }
-        __syncthreads();  // scratch (global) and ssa (shared) written by all rows are now visible
-
-        // 2) Walk the chunk backwards.
-        int64_t idx = base + (int64_t)(t0 + len - 1) * step;
-        float nr = to_f(r_[idx]), nw = to_f(w_[idx]), nk = to_f(k_[idx]), nv = to_f(v_[idx]);
-        float na = to_f(a_[idx]), nb = to_f(b_[idx]), ndy = to_f(dy_[idx]);
-        for (int s = len - 1; s >= 0; --s) {
-            const float ri = nr, wi = nw, ki = nk, vi = nv, ai = na, bi = nb, dyi = ndy;
-            const int64_t cur = idx;
-            if (s > 0) {  // prefetch the previous step while this one computes
-                idx -= step;
-                nr = to_f(r_[idx]); nw = to_f(w_[idx]); nk = to_f(k_[idx]); nv = to_f(v_[idx]);
-                na = to_f(a_[idx]); nb = to_f(b_[idx]); ndy = to_f(dy_[idx]);
-            }
-            const float ewi = expf(wi);
-            const float di = expf(-ewi);
-            __syncthreads();  // previous step's readers of the shared vectors are done
-            sr[i] = ri;
-            sd[i] = di;
-            sk[i] = ki;
-            sv[i] = vi;
-            sa[i] = ai;
-            sb[i] = bi;
-            sdy[i] = dyi;
-            __syncthreads();
-
-            // Row pass over G[i, :] (+ dy r^T of this step, folded in on the fly).
-            float dv0 = 0.f, dv1 = 0.f, dsa0 = 0.f, dsa1 = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; j += 2) {
-                const float g0 = fmaf(dyi, sr[j], G[i * GS + j]);
-                const float g1 = fmaf(dyi, sr[j + 1], G[i * GS + j + 1]);
-                dv0 = fmaf(g0, sk[j], dv0);
-                dv1 = fmaf(g1, sk[j + 1], dv1);
-                dsa0 = fmaf(g0, sb[j], dsa0);
-                dsa1 = fmaf(g1, sb[j + 1], dsa1);
-            }
-            const float dv = dv0 + dv1;
-            const float dsa = dsa0 + dsa1;
-            sdsa[i] = dsa;
-            __syncthreads();
-
-            // Column pass over G[:, i], S_{t-1}[:, i] and S_t[:, i] (coalesced across threads).
-            const float* Sp = scr + (int64_t)s * N * N;
-            const float* Sn = Sp + N * N;
-            const float* sav = ssa + s * N;
-            float dk = 0.f, db = 0.f, dd = 0.f, dr = 0.f, da = 0.f;
-#pragma unroll 8
-            for (int j = 0; j < N; ++j) {
-                const float g = fmaf(sdy[j], ri, G[j * GS + i]);
-                const float sp = Sp[j * N + i];
-                const float sn = Sn[j * N + i];
-                dk = fmaf(g, sv[j], dk);
-                db = fmaf(g, sav[j], db);
-                dd = fmaf(g, sp, dd);
-                dr = fmaf(sn, sdy[j], dr);
-                da = fmaf(sp, sdsa[j], da);
-            }
-            __syncthreads();  // all column reads of G are done before rows are overwritten
-
-            // dL/dS_{t-1}[i, :] = (G + dy r^T)[i, :] * d + dsa_i a
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                G[i * GS + j] = fmaf(fmaf(dyi, sr[j], G[i * GS + j]), sd[j], dsa * sa[j]);
-            }
-
-            dr_[cur] = from_f<T>(dr);
-            dw_[cur] = from_f<T>(-dd * di * ewi);
-            dk_[cur] = from_f<T>(dk);
-            dv_[cur] = from_f<T>(dv);
-            da_[cur] = from_f<T>(da);
-            db_[cur] = from_f<T>(db);
-        }
-        __syncthreads();  // the next chunk's replay overwrites the scratch and ssa
     }
-
-    {
-        float* dst = ds0_ + (int64_t)bh * N * N + (int64_t)i * N;
-#pragma unroll 8
-        for (int j = 0; j < N; ++j) dst[j] = G[i * GS + j];
-    }
+    store_owned<C, R>(ds0_ + ((int64_t)bh * N + i) * N, grow, q);
 }
 
 // ------------------------------------------------------------------------------------------------ launchers
 
+template <typename K>
+cudaError_t allow_smem(K kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+}
+
 template <int N, typename T>
 cudaError_t launch_forward(int B, int Tlen, int H, const void* r, const void* w, const void* k, const void* v,
                            const void* a, const void* b, const float* s0, void* y, float* sT, float* snap,
-                           cudaStream_t stream) {
-    wkv7_forward_kernel<N, T><<<B * H, N, 0, stream>>>(
+                           float* sa_out, cudaStream_t stream) {
+    using S = ForwardShape<N>;
+    constexpr size_t smem = sizeof(float) * S::SMEM_FLOATS;
+    auto kernel = wkv7_forward_kernel<N, T>;
+    const cudaError_t err = allow_smem(kernel, smem);
+    if (err != cudaSuccess) return err;
+    kernel<<<B * H * S::BLOCKS_PER_HEAD, 32, smem, stream>>>(
         Tlen, H, static_cast<const T*>(r), static_cast<const T*>(w), static_cast<const T*>(k),
         static_cast<const T*>(v), static_cast<const T*>(a), static_cast<const T*>(b), s0, static_cast<T*>(y), sT,
-        snap);
+        snap, sa_out);
     return cudaGetLastError();
 }
 
 template <int N, typename T>
 cudaError_t launch_backward(int B, int Tlen, int H, const void* r, const void* w, const void* k, const void* v,
                             const void* a, const void* b, const void* dy, const float* dsT, const float* snap,
-                            float* scratch, void* dr, void* dw, void* dk, void* dv, void* da, void* db, float* ds0,
-                            cudaStream_t stream) {
-    constexpr size_t smem = sizeof(float) * backward_smem_floats<N>();
+                            const float* sa_saved, float* scratch, void* dr, void* dw, void* dk, void* dv, void* da,
+                            void* db, float* ds0, cudaStream_t stream) {
+    using S = BackwardShape<N>;
+    constexpr size_t smem = sizeof(float) * S::SMEM_FLOATS;
     auto kernel = wkv7_backward_kernel<N, T>;
-    if (smem > 48 * 1024) {
-        const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return err;
-    }
-    kernel<<<B * H, N, smem, stream>>>(
+    const cudaError_t err = allow_smem(kernel, smem);
+    if (err != cudaSuccess) return err;
+    if (!S::STORE_IN_SMEM && scratch == nullptr) return cudaErrorInvalidValue;
+    kernel<<<B * H, S::THREADS, smem, stream>>>(
         Tlen, H, static_cast<const T*>(r), static_cast<const T*>(w), static_cast<const T*>(k),
         static_cast<const T*>(v), static_cast<const T*>(a), static_cast<const T*>(b), static_cast<const T*>(dy), dsT,
-        snap, scratch, static_cast<T*>(dr), static_cast<T*>(dw), static_cast<T*>(dk), static_cast<T*>(dv),
+        snap, sa_saved, scratch, static_cast<T*>(dr), static_cast<T*>(dw), static_cast<T*>(dk), static_cast<T*>(dv),
         static_cast<T*>(da), static_cast<T*>(db), ds0);
     return cudaGetLastError();
 }
 
+template <int N>
+int64_t scratch_floats(int B, int H) {
+    using S = BackwardShape<N>;
+    return S::STORE_IN_SMEM ? 0 : (int64_t)B * H * S::STORE_FLOATS;
+}
+
 }  // namespace birwkv7
 
-// Plain-C entry points used by wkv7.cpp (kept free of torch headers so this file compiles fast).
-// is_bf16 selects the element type of r, w, k, v, a, b, y, dy and the input grads.
+// Plain-C entry points used by wkv7.cpp (kept free of torch headers so this file compiles fast, and callable
+// from the CPU emulation in tests/).  is_bf16 selects the element type of r, w, k, v, a, b, y, dy and the
+// input grads.  Buffers the caller allocates (fp32):
+//   forward:  snap (B, H, ceil(T / chunk_len), N, N) and sa (B, T, H, N) when the backward will run, else null;
+//   backward: scratch of birwkv7_backward_scratch_floats(B, H, N) floats (0 means none needed).
 
 #define BIRWKV7_DISPATCH(N_, FN, ...)                                                              \
     switch (N_) {                                                                                   \
@@ -340,18 +420,28 @@ extern "C" {
 
 cudaError_t birwkv7_forward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                             const void* k, const void* v, const void* a, const void* b, const float* s0, void* y,
-                            float* sT, float* snap, cudaStream_t stream) {
-    BIRWKV7_DISPATCH(N, birwkv7::launch_forward, B, Tlen, H, r, w, k, v, a, b, s0, y, sT, snap, stream)
+                            float* sT, float* snap, float* sa, cudaStream_t stream) {
+    if ((snap == nullptr) != (sa == nullptr)) return cudaErrorInvalidValue;
+    BIRWKV7_DISPATCH(N, birwkv7::launch_forward, B, Tlen, H, r, w, k, v, a, b, s0, y, sT, snap, sa, stream)
 }
 
 cudaError_t birwkv7_backward(bool is_bf16, int B, int Tlen, int H, int N, const void* r, const void* w,
                              const void* k, const void* v, const void* a, const void* b, const void* dy,
-                             const float* dsT, const float* snap, float* scratch, void* dr, void* dw, void* dk,
-                             void* dv, void* da, void* db, float* ds0, cudaStream_t stream) {
-    BIRWKV7_DISPATCH(N, birwkv7::launch_backward, B, Tlen, H, r, w, k, v, a, b, dy, dsT, snap, scratch, dr, dw,
+                             const float* dsT, const float* snap, const float* sa, float* scratch, void* dr,
+                             void* dw, void* dk, void* dv, void* da, void* db, float* ds0, cudaStream_t stream) {
+    BIRWKV7_DISPATCH(N, birwkv7::launch_backward, B, Tlen, H, r, w, k, v, a, b, dy, dsT, snap, sa, scratch, dr, dw,
                      dk, dv, da, db, ds0, stream)
 }
 
 int birwkv7_chunk_len() { return birwkv7::CHUNK; }
+
+int64_t birwkv7_backward_scratch_floats(int B, int H, int N) {
+    switch (N) {
+        case 32: return birwkv7::scratch_floats<32>(B, H);
+        case 64: return birwkv7::scratch_floats<64>(B, H);
+        case 128: return birwkv7::scratch_floats<128>(B, H);
+        default: return -1;
+    }
+}
 
 }  // extern "C"

@@ -12,8 +12,9 @@
 //
 // Forward.  Row i of S evolves on its own (S_{t-1} a_t only reads row i), so a block is one warp holding
 // 32 / R rows of one head, and a head is spread over N * R / 32 blocks: long sequences with small B*H still
-// fill the GPU.  Every CHUNK steps the block stages the chunk's r, d, k, a, b (and its rows of v) in shared
-// memory with one pair of barriers; the CHUNK steps then run with no barrier at all.  For the backward it
+// fill the GPU.  Every 8 steps the block moves the next 8 steps' r, d, k, a, b (and its rows of v) from
+// registers, where they were loaded during the previous 8 steps, to shared memory with one pair of barriers;
+// the steps themselves run with no barrier at all.  For the backward it
 // saves S_{t-1} a_t of every step (fp32, B*T*H*N) and the state entering every chunk, transposed.
 //
 // Backward.  With G = dL/dS_t (everything flowing back from later steps plus dy_t r_t^T):
@@ -108,7 +109,11 @@ struct ForwardShape {
     static constexpr int R = N / C;
     static constexpr int ROWS = 32 / R;  // rows per block: one warp
     static constexpr int BLOCKS_PER_HEAD = N / ROWS;
-    static constexpr int SMEM_FLOATS = CHUNK * (5 * N + ROWS);
+    static constexpr int STAGE = 8;                   // steps staged in shared memory per barrier pair
+    static constexpr int PER = STAGE * N / 32;        // staged elements per lane per vector
+    static constexpr int PER_V = STAGE * ROWS / 32;   // staged v elements per lane
+    static constexpr int SMEM_FLOATS = STAGE * (5 * N + ROWS);
+    static_assert(CHUNK % STAGE == 0 && PER * 32 == STAGE * N && PER_V * 32 == STAGE * ROWS, "staging shape");
 };
 
 template <int N, typename T>
@@ -117,21 +122,22 @@ __global__ void __launch_bounds__(32) wkv7_forward_kernel(
     const T* __restrict__ v_, const T* __restrict__ a_, const T* __restrict__ b_, const float* __restrict__ s0_,
     T* __restrict__ y_, float* __restrict__ sT_, float* __restrict__ snap_, float* __restrict__ sa_out_) {
     using S = ForwardShape<N>;
-    constexpr int C = S::C, R = S::R, ROWS = S::ROWS;
+    constexpr int C = S::C, R = S::R, ROWS = S::ROWS, STAGE = S::STAGE, PER = S::PER, PER_V = S::PER_V;
     const int bh = blockIdx.x / S::BLOCKS_PER_HEAD;
     const int row0 = (blockIdx.x % S::BLOCKS_PER_HEAD) * ROWS;
     const int bb = bh / H, hh = bh % H;
-    const int lr = threadIdx.x / R, q = threadIdx.x % R;
+    const int lane = threadIdx.x;
+    const int lr = lane / R, q = lane % R;
     const int i = row0 + lr;
     const int n_chunks = (Tlen + CHUNK - 1) / CHUNK;
 
     extern __shared__ float smem[];
-    float* sr = smem;  // [CHUNK][N] each
-    float* sd = sr + CHUNK * N;
-    float* sk = sd + CHUNK * N;
-    float* sa = sk + CHUNK * N;
-    float* sb = sa + CHUNK * N;
-    float* sv = sb + CHUNK * N;  // [CHUNK][ROWS]: this block's rows of v
+    float* sr = smem;  // [STAGE][N] each
+    float* sd = sr + STAGE * N;
+    float* sk = sd + STAGE * N;
+    float* sa = sk + STAGE * N;
+    float* sb = sa + STAGE * N;
+    float* sv = sb + STAGE * N;  // [STAGE][ROWS]: this block's rows of v
 
     float st[C];
     load_owned<C, R>(st, s0_ + ((int64_t)bh * N + i) * N, q);
@@ -139,25 +145,49 @@ __global__ void __launch_bounds__(32) wkv7_forward_kernel(
     const int64_t step = (int64_t)H * N;
     const int64_t head = ((int64_t)bb * Tlen * H + hh) * N;  // element (b, t = 0, h, 0)
 
-    for (int t0 = 0, c = 0; t0 < Tlen; t0 += CHUNK, ++c) {
-        const int len = min(CHUNK, Tlen - t0);
-        if (snap_ != nullptr) {  // state entering the chunk, transposed: snap[b, h, c, j, i] = S[i, j]
-            float* dst = snap_ + ((int64_t)bh * n_chunks + c) * N * N + i;
+    // The next stage's inputs are loaded into registers while the current stage computes (fixed trip
+    // counts, so every load of a stage is in flight at once), then moved to shared memory.
+    T pr[PER], pw[PER], pk[PER], pa[PER], pb[PER], pv[PER_V];
+    auto fetch = [&](int t0) {
+#pragma unroll
+        for (int it = 0; it < PER; ++it) {
+            const int e = it * 32 + lane, t = t0 + e / N;
+            const int64_t g = head + (int64_t)min(t, Tlen - 1) * step + e % N;  // clamped: a tail is never used
+            pr[it] = r_[g];
+            pw[it] = w_[g];
+            pk[it] = k_[g];
+            pa[it] = a_[g];
+            pb[it] = b_[g];
+        }
+#pragma unroll
+        for (int it = 0; it < PER_V; ++it) {
+            const int e = it * 32 + lane, t = t0 + e / ROWS;
+            pv[it] = v_[head + (int64_t)min(t, Tlen - 1) * step + row0 + e % ROWS];
+        }
+    };
+    if (Tlen > 0) fetch(0);
+
+    for (int t0 = 0; t0 < Tlen; t0 += STAGE) {
+        const int len = min(STAGE, Tlen - t0);
+        if (snap_ != nullptr && t0 % CHUNK == 0) {  // state entering the chunk, transposed: snap[.., j, i] = S[i, j]
+            float* dst = snap_ + ((int64_t)bh * n_chunks + t0 / CHUNK) * N * N + i;
 #pragma unroll
             for (int cc = 0; cc < C; ++cc) dst[(int64_t)col_of<R>(q, cc) * N] = st[cc];
         }
-        __syncthreads();  // the previous chunk's readers of the staging buffers are done
-        for (int e = threadIdx.x; e < len * N; e += 32) {
-            const int64_t g = head + (int64_t)(t0 + e / N) * step + e % N;
-            sr[e] = to_f(r_[g]);
-            sd[e] = expf(-expf(to_f(w_[g])));
-            sk[e] = to_f(k_[g]);
-            sa[e] = to_f(a_[g]);
-            sb[e] = to_f(b_[g]);
+        __syncthreads();  // the previous stage's readers of the shared buffers are done
+#pragma unroll
+        for (int it = 0; it < PER; ++it) {
+            const int e = it * 32 + lane;
+            sr[e] = to_f(pr[it]);
+            sd[e] = expf(-expf(to_f(pw[it])));
+            sk[e] = to_f(pk[it]);
+            sa[e] = to_f(pa[it]);
+            sb[e] = to_f(pb[it]);
         }
-        for (int e = threadIdx.x; e < len * ROWS; e += 32)
-            sv[e] = to_f(v_[head + (int64_t)(t0 + e / ROWS) * step + row0 + e % ROWS]);
+#pragma unroll
+        for (int it = 0; it < PER_V; ++it) sv[it * 32 + lane] = to_f(pv[it]);
         __syncthreads();
+        if (t0 + STAGE < Tlen) fetch(t0 + STAGE);
 
         for (int s = 0; s < len; ++s) {
             const float* vr = sr + s * N;
@@ -199,6 +229,7 @@ struct BackwardShape {
     static constexpr int STORE_FLOATS = (SUB + 1) * N * N;
     static constexpr bool STORE_IN_SMEM = STORE_FLOATS * 4 <= 160 * 1024;
     static constexpr int SMEM_FLOATS = STAGED * CHUNK * N + 2 * N + (STORE_IN_SMEM ? STORE_FLOATS : 0);
+    static_assert((CHUNK * N) % THREADS == 0, "staging shape");
 };
 
 template <int N, typename T>
@@ -263,7 +294,10 @@ __global__ void __launch_bounds__(BackwardShape<N>::THREADS, 1) wkv7_backward_ke
         const int t0 = ch * CHUNK;
         const int len = min(CHUNK, Tlen - t0);
         __syncthreads();  // everyone is done with the previous chunk's staged vectors
-        for (int e = tid; e < len * N; e += NT) {
+#pragma unroll
+        for (int it = 0; it < CHUNK * N / NT; ++it) {  // fixed trip count: all of a chunk's loads in flight
+            const int e = it * NT + tid;
+            if (e / N >= len) continue;
             const int64_t g = head + (int64_t)(t0 + e / N) * step + e % N;
             const float ew = expf(to_f(w_[g]));
             vr[e] = to_f(r_[g]);

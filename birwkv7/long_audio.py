@@ -4,6 +4,9 @@
 
 * **One pass** when ``chunk_s`` is None or the audio is no longer than ``chunk_s``. With a BiRWKV7 encoder the
   encoder's memory grows linearly with length, so hours fit where attention would need quadratic memory.
+  The steepest linear term was not the recurrence but NeMo's conv subsampling front end (its first conv's
+  output is 64x the encoder's hidden state); the BiRWKV7 encoder evaluates it in exact time chunks at
+  inference (:mod:`birwkv7.chunked_subsampling`), so the layers' own activations now set the limit.
   If that pass runs out of memory, it falls back to chunks of ``fallback_chunk_s`` (480 s by default).
 * **Chunks** otherwise: the audio is cut at fixed, non-overlapping boundaries every ``chunk_s`` seconds (a
   tail shorter than ``min_tail_s`` joins the previous chunk, so no chunk is too short to subsample),

@@ -20,6 +20,13 @@ How it differs from :class:`ConformerEncoder`:
   linear in length. It also stores the mask in the shared :class:`BiRWKV7Context`, where every time mix
   reads it, together with the first layer's values for the RWKV-7 value residual. ``forward_internal``
   clears that context before and after every forward, so no tensor outlives its pass.
+* Long inputs at inference (more than :data:`SUBSAMPLING_CHUNK_FRAMES` feature frames, not training with
+  gradients) run the conv subsampling in exact time chunks (:mod:`birwkv7.chunked_subsampling`), then the
+  base class continues as with ``bypass_pre_encode``. Why: with linear-memory layers, NeMo's subsampling
+  became the one-pass memory ceiling: its first conv's output alone is 64x the encoder's hidden state
+  (parakeet-0.6b's shape: 5.5 GiB of bf16 per hour of audio; with the next stage's pieces and their
+  concatenation 8.2 GiB/h, of the 8.4 GiB/h the H100 bench measured, bench/RESULTS.md long-audio-bench).
+  Chunked, it stays at one chunk's worth (~0.2 GiB). Parameters and state-dict keys are unchanged.
 * Cache-aware streaming and ``change_attention_model`` are refused: the encoder is bidirectional.
 
 NeMo 3.0 instantiates a config's ``_target_`` only under an allow-list of module prefixes. Importing this
@@ -42,12 +49,18 @@ from nemo.collections.asr.modules import ConformerEncoder
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from birwkv7.chunked_subsampling import subsample_in_time_chunks, time_geometry
 from birwkv7.layer import BiRWKV7Context, BiRWKV7TimeMix
 
 TARGET = "birwkv7.nemo_encoder.BiRWKV7ConformerEncoder"
 TARGET_PREFIX = "birwkv7.nemo_encoder."
 SELF_ATTENTION_MODEL = "birwkv7"
 INIT_CHOICES = ("attention", "random")
+# Inference inputs longer than this many feature frames (60 s at NeMo's 10 ms hop) go through the conv
+# subsampling in time chunks of this length (birwkv7.chunked_subsampling; exact, same output). For
+# parakeet-0.6b's front end (256 channels, 128 mels) one chunk's first-conv output is 256 x 3000 x 64 values
+# (94 MiB in bf16) against ~5.5 GiB per hour of audio unchunked, and 8.5 h is only ~510 chunks.
+SUBSAMPLING_CHUNK_FRAMES = 6000
 DEFAULT_OPTIONS: dict[str, Any] = {
     "head_size": 64,
     "init": "random",
@@ -171,6 +184,18 @@ class BiRWKV7ConformerEncoder(ConformerEncoder):
     ):
         if cache_last_channel is not None:
             raise NotImplementedError("BiRWKV7ConformerEncoder is bidirectional: no cache-aware streaming")
+        if not bypass_pre_encode and self._subsample_in_chunks(audio_signal):
+            # The same (B, T, feat) input NeMo's forward_internal hands pre_encode, and the same outputs; the
+            # base class then runs as if pre-encoded embeddings had been passed in.
+            if length is None:
+                length = audio_signal.new_full(
+                    (audio_signal.size(0),), audio_signal.size(-1), dtype=torch.int64
+                )
+            audio_signal, length = subsample_in_time_chunks(
+                self.pre_encode, audio_signal.transpose(1, 2), length, SUBSAMPLING_CHUNK_FRAMES
+            )
+            length = length.to(torch.int64)
+            bypass_pre_encode = True
         self._birwkv7_context.reset()
         try:
             return super().forward_internal(
@@ -183,6 +208,19 @@ class BiRWKV7ConformerEncoder(ConformerEncoder):
             )
         finally:
             self._birwkv7_context.reset()
+
+    def _subsample_in_chunks(self, audio_signal: torch.Tensor) -> bool:
+        """Whether this forward subsamples in time chunks: inference on more than one chunk of input.
+
+        Training with gradients keeps NeMo's call: every chunk's activations would be kept for backward anyway,
+        so chunking saves nothing there, and training utterances are short.
+        """
+        inference = not self.training or not torch.is_grad_enabled()
+        return (
+            inference
+            and audio_signal.size(-1) > SUBSAMPLING_CHUNK_FRAMES
+            and time_geometry(self.pre_encode) is not None
+        )
 
     def change_attention_model(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError("BiRWKV7ConformerEncoder has no attention to change")
@@ -197,4 +235,5 @@ __all__ = [
     "register_with_nemo",
     "TARGET",
     "SELF_ATTENTION_MODEL",
+    "SUBSAMPLING_CHUNK_FRAMES",
 ]

@@ -172,7 +172,9 @@ class BiRWKV7TimeMix(nn.Module):
         self.a0 = nn.Parameter(-0.19 + zigzag * 0.3 + linear * 0.4)
         self.a1 = nn.Parameter(torch.zeros(C, d_a))
         self.a2 = nn.Parameter(_orthogonal_(torch.empty(d_a, C), 0.1))
-        if layer_id > 0:  # value residual towards layer 0's values; layer 0 has none (an unused parameter breaks DDP)
+        if (
+            layer_id > 0
+        ):  # value residual towards layer 0's values; layer 0 has none (an unused parameter breaks DDP)
             self.v0 = nn.Parameter(0.73 - linear * 0.4)
             self.v1 = nn.Parameter(torch.zeros(C, d_v))
             self.v2 = nn.Parameter(_orthogonal_(torch.empty(d_v, C), 0.1))
@@ -261,17 +263,15 @@ class BiRWKV7TimeMix(nn.Module):
         keep2 = torch.cat([keep, keep], dim=0)
 
         # Token shift: frame t sees frame t-1 in scan order (for the reversed half, the next real frame).
+        # Each lerp is built right where it is used and dropped after: at inference nothing keeps these
+        # full-length intermediates alive, which is what lets hours of audio fit in one pass.
         xx = F.pad(xs, (0, 0, 1, -1)) - xs
-        xr = xs + xx * self.x_r
-        xw = xs + xx * self.x_w
-        xk = xs + xx * self.x_k
+        r = self.receptance(xs + xx * self.x_r)
+        w = (
+            -F.softplus(-(self.w0 + torch.tanh((xs + xx * self.x_w) @ self.w1) @ self.w2)) - 0.5
+        )  # log-log decay < -0.5
+        k = self.key(xs + xx * self.x_k)
         xv = xs + xx * self.x_v
-        xa = xs + xx * self.x_a
-        xg = xs + xx * self.x_g
-
-        r = self.receptance(xr)
-        w = -F.softplus(-(self.w0 + torch.tanh(xw @ self.w1) @ self.w2)) - 0.5  # log-log decay, < -0.5
-        k = self.key(xk)
         v = self.value(xv)
         if self.layer_id == 0 or v_first is None:
             v_first = v
@@ -279,8 +279,10 @@ class BiRWKV7TimeMix(nn.Module):
             if v_first.shape != v.shape:
                 raise ValueError(f"v_first shape {tuple(v_first.shape)} does not match {tuple(v.shape)}")
             v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
-        a = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)  # in-context learning rate
-        g = torch.sigmoid(xg @ self.g1) @ self.g2
+        del xv
+        a = torch.sigmoid(self.a0 + ((xs + xx * self.x_a) @ self.a1) @ self.a2)  # in-context learning rate
+        g = torch.sigmoid((xs + xx * self.x_g) @ self.g1) @ self.g2
+        del xs, xx
 
         kk = F.normalize((k * self.k_k).view(2 * B, T, H, N), dim=-1, p=2.0).view(2 * B, T, C)
         k = k * (1 + (a - 1) * self.k_a)
@@ -295,10 +297,16 @@ class BiRWKV7TimeMix(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(2 * B, T, H, N)
 
-        y = _wkv7(heads(r), heads(w), heads(k), heads(v), heads(-kk), heads(kk * a), self.backend)
+        kk_a = kk * a
+        del a
+        kk = -kk
+        y = _wkv7(heads(r), heads(w), heads(k), heads(v), heads(kk), heads(kk_a), self.backend)
+        del w, kk, kk_a
         y = self.ln_x(y.reshape(2 * B * T, C)).view(2 * B, T, C)
         y = y + ((heads(r) * heads(k) * self.r_k).sum(dim=-1, keepdim=True) * heads(v)).view(2 * B, T, C)
+        del r, k, v
         y = y * g
+        del g
 
         # Undo the reversal and merge the directions per head.
         y_fwd = y[:B].view(B, T, H, N)

@@ -166,6 +166,29 @@ def test_padding_never_reaches_valid_frames():
     assert batch.grad[~pad_mask].abs().sum() > 0
 
 
+def test_time_mix_at_inference_keeps_few_full_length_tensors(monkeypatch):
+    # Hours of audio in one pass need the time mix to drop its full-length intermediates as soon as they are
+    # used. The scan is replaced by what the CUDA op allocates at inference (its dtype casts and y), so the
+    # count is the layer's own; the profiler's allocator events make it exact. Unit: one (2B, T, C) fp32
+    # tensor, the size of every per-direction intermediate. Keeping them all alive until return cost 18.5.
+    import birwkv7.layer as layer_module
+    from birwkv7.long_audio import peak_memory_bytes
+
+    def scan_allocations_only(r, w, k, v, a, b, backend):
+        kernel_inputs = [t.to(torch.float32).contiguous() for t in (r, w, k, v, a, b)]
+        return torch.zeros_like(kernel_inputs[0])
+
+    monkeypatch.setattr(layer_module, "_wkv7", scan_allocations_only)
+    C, T = 256, 2000
+    mix = BiRWKV7TimeMix(C, head_size=64, layer_id=1, n_layers=4).eval()
+    x, v_first = torch.randn(1, T, C), torch.randn(2, T, C)
+    with torch.no_grad():
+        peak = peak_memory_bytes(lambda: mix.mix(x, None, v_first))
+    units = peak / (2 * T * C * 4)
+    # r, w, k, v, -kk, kk*a, g and y are the irreducible eight (the scan's inputs, its gate and its output).
+    assert 8.0 <= units <= 11.0, f"time mix peak is {units:.2f} full-length tensors"
+
+
 def test_nemo_call_signature_uses_shared_context():
     layers = _stack()
     ctx = BiRWKV7Context()

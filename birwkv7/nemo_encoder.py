@@ -215,6 +215,8 @@ class BiRWKV7ConformerEncoder(ConformerEncoder):
         Training with gradients keeps NeMo's call: every chunk's activations would be kept for backward anyway,
         so chunking saves nothing there, and training utterances are short.
         """
+        # The geometry check is not redundant with subsample_in_time_chunks' own fallback: that fallback calls
+        # pre_encode(x=, lengths=), which an nn.Linear pre_encode (subsampling factor 1) does not accept.
         inference = not self.training or not torch.is_grad_enabled()
         return (
             inference

@@ -400,9 +400,12 @@ def _realistic_stack(C: int, head: int, device: str, backend: str) -> list[BiRWK
     return [m.to(device) for m in layers]
 
 
-def _bf16_autocast_vs_fp32(device: str, backend: str, C: int = 128, lengths: tuple[int, ...] = (300, 170)):
-    """Relative errors (layer outputs, input grad, worst parameter grad) of a 2-layer stack (heads of 64) on
-    a padded batch under bf16 autocast with `backend`, against the same stack in fp32 (torch backend)."""
+def _bf16_autocast_vs_fp32(
+    device: str, backend: str, C: int = 128, lengths: tuple[int, ...] = (300, 170)
+) -> dict[str, float]:
+    """Relative errors of a 2-layer stack (heads of 64) on a padded batch under bf16 autocast with `backend`,
+    against the same stack in fp32 on the torch backend: layer outputs, input grad, the worst single
+    parameter's grad, and all parameter grads as one vector."""
     T = max(lengths)
     g = torch.Generator().manual_seed(2)
     x = torch.randn(len(lengths), T, C, generator=g).to(device)
@@ -428,20 +431,27 @@ def _bf16_autocast_vs_fp32(device: str, backend: str, C: int = 128, lengths: tup
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         return ((a - b).norm() / b.norm()).item()
 
-    return rel(y16, y32), rel(gx16, gx32), max(rel(gp16[n], gp32[n]) for n in gp32)
+    names = sorted(gp32)
+    return {
+        "outputs": rel(y16, y32),
+        "input grad": rel(gx16, gx32),
+        # The merge gate's grad sums (y_fwd - y_bwd) * grad over every frame: a difference of two similar
+        # quantities, so its rounding error is large relative to it (4% here). It counts in the vector below.
+        "worst parameter grad": max(rel(gp16[n], gp32[n]) for n in names if not n.endswith("dir_gate")),
+        "all parameter grads": rel(torch.cat([gp16[n].flatten() for n in names]), torch.cat([gp32[n].flatten() for n in names])),
+    }
 
 
 # bf16 keeps 8 significant bits (rounding 2^-9 per value). Measured here: outputs 1.0%, input grad 1.1%, worst
-# parameter grad 2.5% (torch backend); rounding the decay itself to bf16 (a kernel taking d instead of w)
-# sends the decay parameters' grads to 8.7%. Kept to small widths on purpose: RWKV-7's per-head GroupNorm
-# (eps 6.4e-4) blows up frames whose head output nearly cancels, so at width 1024 with random weights one
-# such frame lets any bf16 rounding move a few parameter grads by 20% (attention under the same test: 0.7%).
-BF16_TOLERANCE = {"outputs": 0.03, "input grad": 0.04, "parameter grads": 0.05}
+# parameter grad 1.8%, all parameter grads 1.1%; rounding the decay itself to bf16 (a kernel taking d instead
+# of w) sends the decay parameters' grads to 5-9%. Kept to a small width on purpose: RWKV-7's per-head
+# GroupNorm (eps 6.4e-4) blows up frames whose head output nearly cancels, so at width 1024 with random weights
+# one such frame lets any bf16 rounding move a few parameter grads by 20% (attention under this test: 0.7%).
+BF16_TOLERANCE = {"outputs": 0.03, "input grad": 0.03, "worst parameter grad": 0.035, "all parameter grads": 0.025}
 
 
-def _assert_within_bf16_tolerance(errors: tuple[float, float, float]) -> None:
-    measured = dict(zip(BF16_TOLERANCE, errors, strict=True))
-    assert all(measured[name] < limit for name, limit in BF16_TOLERANCE.items()), measured
+def _assert_within_bf16_tolerance(errors: dict[str, float]) -> None:
+    assert all(errors[name] < limit for name, limit in BF16_TOLERANCE.items()), errors
 
 
 @pytest.mark.parametrize("scan_inputs", ["as autocast leaves them", "all bf16, as the CUDA backend casts them"])

@@ -2,7 +2,8 @@
 
 This runs the exact kernel source (forward and backward, every head size, bf16 and fp32 inputs) on any CI
 machine, one OS thread per CUDA thread (see tests/cuda_emu/cuda_emu.h for what is and is not modelled).
-The GPU tests in test_wkv7_op.py check the same kernels on real hardware when a GPU is present.
+The last test runs them inside the BiRWKV7 layer under bf16 autocast, forward and backward, as GPU training
+does. The GPU tests in test_wkv7_op.py and test_birwkv7_layer.py check the same kernels on real hardware.
 """
 
 from __future__ import annotations
@@ -77,35 +78,40 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
-def run_kernels(lib: ctypes.CDLL, r, w, k, v, a, b, s0, dy, dsT):
-    """Forward and backward through the emulated kernels; buffers allocated as birwkv7/csrc/wkv7.cpp does."""
+def emulated_forward(lib: ctypes.CDLL, r, w, k, v, a, b, s0, save: bool):
+    """(y, final state, snapshots, sa) from the emulated forward; buffers allocated as birwkv7/csrc/wkv7.cpp
+    does (the last two only when `save`, i.e. when a backward will follow)."""
     B, T, H, N = r.shape
-    bf16 = r.dtype == torch.bfloat16
     n_chunks = -(-T // lib.birwkv7_chunk_len())
-    y = torch.empty_like(r)
-    sT = torch.empty_like(s0)
-    snap = torch.empty(B, H, n_chunks, N, N)
-    sa = torch.empty(B, T, H, N)
-    ints = [ctypes.c_bool(bf16), *(ctypes.c_int(x) for x in (B, T, H, N))]
+    y, sT = torch.empty_like(r), torch.empty_like(s0)
+    snap = torch.empty(B, H, n_chunks, N, N) if save else None
+    sa = torch.empty(B, T, H, N) if save else None
+    ints = [ctypes.c_bool(r.dtype == torch.bfloat16), *(ctypes.c_int(x) for x in (B, T, H, N))]
     err = lib.birwkv7_forward(*ints, *map(_ptr, (r, w, k, v, a, b, s0, y, sT, snap, sa)), None)
     assert err == 0, f"forward launch failed: error {err}"
-    y_inference, sT_inference = torch.empty_like(r), torch.empty_like(s0)  # inference: no backward buffers
-    err = lib.birwkv7_forward(
-        *ints, *map(_ptr, (r, w, k, v, a, b, s0, y_inference, sT_inference)), None, None, None
-    )
-    assert err == 0, f"forward launch (inference) failed: error {err}"
-    assert torch.equal(y_inference, y) and torch.equal(sT_inference, sT)
-    grads = [torch.empty_like(r) for _ in range(6)]
-    ds0 = torch.empty_like(s0)
+    return y, sT, snap, sa
+
+
+def emulated_backward(lib: ctypes.CDLL, r, w, k, v, a, b, dy, dsT, snap, sa) -> list[torch.Tensor]:
+    """[dr, dw, dk, dv, da, db, d_initial_state] from the emulated backward."""
+    B, T, H, N = r.shape
+    grads = [torch.empty_like(r) for _ in range(6)] + [torch.empty_like(dsT)]
     lib.birwkv7_backward_scratch_floats.restype = ctypes.c_int64
     scratch = torch.empty(lib.birwkv7_backward_scratch_floats(B, H, N))
+    ints = [ctypes.c_bool(r.dtype == torch.bfloat16), *(ctypes.c_int(x) for x in (B, T, H, N))]
     err = lib.birwkv7_backward(
-        *ints,
-        *map(_ptr, (r, w, k, v, a, b, dy, dsT, snap, sa, scratch if scratch.numel() else None, *grads, ds0)),
-        None,
+        *ints, *map(_ptr, (r, w, k, v, a, b, dy, dsT, snap, sa, scratch if scratch.numel() else None, *grads)), None
     )
     assert err == 0, f"backward launch failed: error {err}"
-    return y, sT, [*grads, ds0]
+    return grads
+
+
+def run_kernels(lib: ctypes.CDLL, r, w, k, v, a, b, s0, dy, dsT):
+    """Forward (with and without the backward's buffers, which must agree bit for bit) and backward."""
+    y, sT, snap, sa = emulated_forward(lib, r, w, k, v, a, b, s0, save=True)
+    y_inference, sT_inference, _, _ = emulated_forward(lib, r, w, k, v, a, b, s0, save=False)
+    assert torch.equal(y_inference, y) and torch.equal(sT_inference, sT)
+    return y, sT, emulated_backward(lib, r, w, k, v, a, b, dy, dsT, snap, sa)
 
 
 def reference_grads(x, s0, dy, dsT):
@@ -162,3 +168,52 @@ def test_cuda_extension_builds_with_nvcc_and_no_gpu(kernels, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[-1]) == kernels.birwkv7_chunk_len()
+
+
+class _EmulatedWKV7(torch.autograd.Function):
+    """The emulated kernels as an autograd op, with the dtype policy of birwkv7.cuda_backend.wkv7_cuda."""
+
+    @staticmethod
+    def forward(ctx, lib, r, w, k, v, a, b):  # type: ignore[override]
+        s0 = torch.zeros(r.shape[0], r.shape[2], r.shape[3], r.shape[3])
+        y, _, snap, sa = emulated_forward(lib, r, w, k, v, a, b, s0, save=True)
+        ctx.lib = lib
+        ctx.save_for_backward(r, w, k, v, a, b, snap, sa)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        r, w, k, v, a, b, snap, sa = ctx.saved_tensors
+        dsT = torch.zeros(r.shape[0], r.shape[2], r.shape[3], r.shape[3])
+        grads = emulated_backward(ctx.lib, r, w, k, v, a, b, dy.to(r.dtype).contiguous(), dsT, snap, sa)
+        return None, *grads[:6]
+
+
+@needs_gxx
+def test_layer_under_bf16_autocast_with_emulated_kernels_tracks_fp32(kernels, monkeypatch):
+    # What GPU training and long-audio inference run, short of the hardware: the BiRWKV7 stack under bf16
+    # autocast with the scan in the CUDA kernels (inputs cast to bf16 as wkv7_cuda casts them, bf16 y,
+    # the hand-written backward), against the fp32 stack on the torch backend. Same tolerance as the torch
+    # backend gets in test_birwkv7_layer.py.
+    from test_birwkv7_layer import _assert_within_bf16_tolerance, _bf16_autocast_vs_fp32
+
+    import birwkv7.layer as layer_module
+
+    def emulated_scan(r, w, k, v, a, b, backend):
+        kdt = torch.bfloat16 if r.dtype == torch.bfloat16 else torch.float32
+        x = [t.to(kdt).contiguous() for t in (r, w, k, v, a, b)]
+        return _EmulatedWKV7.apply(kernels, *x).to(r.dtype)
+
+    torch_scan = layer_module._wkv7
+    calls = []
+
+    def scan(r, w, k, v, a, b, backend):
+        # Only the autocast stack goes through the kernels; the fp32 reference stays on the torch backend.
+        if not torch.is_autocast_enabled("cpu"):
+            return torch_scan(r, w, k, v, a, b, backend)
+        calls.append(r.dtype)
+        return emulated_scan(r, w, k, v, a, b, backend)
+
+    monkeypatch.setattr(layer_module, "_wkv7", scan)
+    _assert_within_bf16_tolerance(_bf16_autocast_vs_fp32("cpu", "torch", lengths=(120, 70)))
+    assert calls == [torch.bfloat16, torch.bfloat16]  # both layers ran the kernels, on bf16 inputs

@@ -102,6 +102,11 @@ def cuda_supported(x: torch.Tensor) -> tuple[bool, str]:
     return True, ""
 
 
+def kernel_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The element type the kernels get r, w, k, v, a, b in: bf16 stays bf16, every other dtype runs in fp32."""
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
 class _WKV7Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, s0, needs_grad):  # type: ignore[override]
@@ -141,7 +146,7 @@ def wkv7_cuda(
     if not ok:
         raise ValueError(f"wkv7 cuda backend: {why}")
     in_dtype = r.dtype
-    kdt = torch.bfloat16 if in_dtype == torch.bfloat16 else torch.float32
+    kdt = kernel_dtype(in_dtype)
     B, T, H, N = r.shape
     r, w, k, v, a, b = (x.to(kdt).contiguous() for x in (r, w, k, v, a, b))
     if initial_state is None:

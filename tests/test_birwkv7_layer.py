@@ -381,16 +381,15 @@ def test_save_restore_round_trip_transcribes_identically(en_tok_dir, tmp_path):
     assert _transcribe(restored, audio) == before
 
 
-
 # ---------------------------------------------------------------------------------------------------------
 # Mixed precision: what GPU training (bf16-mixed) and long-audio inference (bf16 autocast) run.
 
 
-def _realistic_stack(C: int, head: int, device: str, backend: str) -> list[BiRWKV7TimeMix]:
+def _realistic_stack(C: int, device: str, backend: str) -> list[BiRWKV7TimeMix]:
     # Reference init zeroes the output projection and LoRA inputs; perturb at the scale trained weights have
     # (matrices ~ 1/sqrt(fan_in), vectors O(0.1)) so every term is live without blowing up activations.
     torch.manual_seed(0)
-    layers = [BiRWKV7TimeMix(C, head, i, 2, backend=backend) for i in range(2)]
+    layers = [BiRWKV7TimeMix(C, 64, i, 2, backend=backend) for i in range(2)]
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for m in layers:
@@ -424,8 +423,8 @@ def _bf16_autocast_vs_fp32(
         grads = {f"{j}.{n}": p.grad for j, m in enumerate(layers) for n, p in m.named_parameters()}
         return torch.cat(outs), xi.grad, grads
 
-    y32, gx32, gp32 = run(_realistic_stack(C, 64, device, "torch"), amp=False)
-    y16, gx16, gp16 = run(_realistic_stack(C, 64, device, backend), amp=True)
+    y32, gx32, gp32 = run(_realistic_stack(C, device, "torch"), amp=False)
+    y16, gx16, gp16 = run(_realistic_stack(C, device, backend), amp=True)
     assert all(gp16[n].dtype == torch.float32 and torch.isfinite(gp16[n]).all() for n in gp16)
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -436,7 +435,7 @@ def _bf16_autocast_vs_fp32(
         "outputs": rel(y16, y32),
         "input grad": rel(gx16, gx32),
         # The merge gate's grad sums (y_fwd - y_bwd) * grad over every frame: a difference of two similar
-        # quantities, so its rounding error is large relative to it (4% here). It counts in the vector below.
+        # quantities, so its rounding error is large relative to it (2-4% here). It counts in the vector below.
         "worst parameter grad": max(rel(gp16[n], gp32[n]) for n in names if not n.endswith("dir_gate")),
         "all parameter grads": rel(torch.cat([gp16[n].flatten() for n in names]), torch.cat([gp32[n].flatten() for n in names])),
     }
@@ -446,7 +445,7 @@ def _bf16_autocast_vs_fp32(
 # parameter grad 1.8%, all parameter grads 1.1%; rounding the decay itself to bf16 (a kernel taking d instead
 # of w) sends the decay parameters' grads to 5-9%. Kept to a small width on purpose: RWKV-7's per-head
 # GroupNorm (eps 6.4e-4) blows up frames whose head output nearly cancels, so at width 1024 with random weights
-# one such frame lets any bf16 rounding move a few parameter grads by 20% (attention under this test: 0.7%).
+# one such frame lets any bf16 rounding move a few parameter grads by 27% (attention under this test: 0.7%).
 BF16_TOLERANCE = {"outputs": 0.03, "input grad": 0.03, "worst parameter grad": 0.035, "all parameter grads": 0.025}
 
 
@@ -459,13 +458,14 @@ def test_bf16_autocast_tracks_fp32_on_cpu(monkeypatch, scan_inputs):
     import birwkv7.layer as layer_module
 
     if scan_inputs.startswith("all bf16"):
-        # wkv7_cuda casts r, w, k, v, a, b to bf16 when r is bf16 (under autocast w, k, a, b arrive in fp32).
+        # Under autocast w, k, a, b arrive in fp32 and r in bf16; wkv7_cuda casts all six to kernel_dtype(r).
+        from birwkv7.cuda_backend import kernel_dtype
+
         scan = layer_module._wkv7
 
         def bf16_scan(r, w, k, v, a, b, backend):
-            cast = [t.to(r.dtype) for t in (r, w, k, v, a, b)]
             assert r.dtype == torch.bfloat16 or not torch.is_autocast_enabled("cpu")
-            return scan(*cast, backend)
+            return scan(*(t.to(kernel_dtype(r.dtype)) for t in (r, w, k, v, a, b)), backend)
 
         monkeypatch.setattr(layer_module, "_wkv7", bf16_scan)
     errors = _bf16_autocast_vs_fp32("cpu", "torch")

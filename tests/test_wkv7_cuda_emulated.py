@@ -171,7 +171,7 @@ def test_cuda_extension_builds_with_nvcc_and_no_gpu(kernels, tmp_path):
 
 
 class _EmulatedWKV7(torch.autograd.Function):
-    """The emulated kernels as an autograd op, with the dtype policy of birwkv7.cuda_backend.wkv7_cuda."""
+    """The emulated kernels as an autograd op (zero initial state; grads of r, w, k, v, a, b)."""
 
     @staticmethod
     def forward(ctx, lib, r, w, k, v, a, b):  # type: ignore[override]
@@ -198,11 +198,7 @@ def test_layer_under_bf16_autocast_with_emulated_kernels_tracks_fp32(kernels, mo
     from test_birwkv7_layer import _assert_within_bf16_tolerance, _bf16_autocast_vs_fp32
 
     import birwkv7.layer as layer_module
-
-    def emulated_scan(r, w, k, v, a, b, backend):
-        kdt = torch.bfloat16 if r.dtype == torch.bfloat16 else torch.float32
-        x = [t.to(kdt).contiguous() for t in (r, w, k, v, a, b)]
-        return _EmulatedWKV7.apply(kernels, *x).to(r.dtype)
+    from birwkv7.cuda_backend import kernel_dtype
 
     torch_scan = layer_module._wkv7
     calls = []
@@ -212,7 +208,8 @@ def test_layer_under_bf16_autocast_with_emulated_kernels_tracks_fp32(kernels, mo
         if not torch.is_autocast_enabled("cpu"):
             return torch_scan(r, w, k, v, a, b, backend)
         calls.append(r.dtype)
-        return emulated_scan(r, w, k, v, a, b, backend)
+        x = [t.to(kernel_dtype(r.dtype)).contiguous() for t in (r, w, k, v, a, b)]
+        return _EmulatedWKV7.apply(kernels, *x).to(r.dtype)
 
     monkeypatch.setattr(layer_module, "_wkv7", scan)
     _assert_within_bf16_tolerance(_bf16_autocast_vs_fp32("cpu", "torch", lengths=(120, 70)))

@@ -172,9 +172,8 @@ class BiRWKV7TimeMix(nn.Module):
         self.a0 = nn.Parameter(-0.19 + zigzag * 0.3 + linear * 0.4)
         self.a1 = nn.Parameter(torch.zeros(C, d_a))
         self.a2 = nn.Parameter(_orthogonal_(torch.empty(d_a, C), 0.1))
-        if (
-            layer_id > 0
-        ):  # value residual towards layer 0's values; layer 0 has none (an unused parameter breaks DDP)
+        # Value residual towards layer 0's values; layer 0 has none (an unused parameter breaks DDP).
+        if layer_id > 0:
             self.v0 = nn.Parameter(0.73 - linear * 0.4)
             self.v1 = nn.Parameter(torch.zeros(C, d_v))
             self.v2 = nn.Parameter(_orthogonal_(torch.empty(d_v, C), 0.1))
@@ -267,9 +266,7 @@ class BiRWKV7TimeMix(nn.Module):
         # full-length intermediates alive, which is what lets hours of audio fit in one pass.
         xx = F.pad(xs, (0, 0, 1, -1)) - xs
         r = self.receptance(xs + xx * self.x_r)
-        w = (
-            -F.softplus(-(self.w0 + torch.tanh((xs + xx * self.x_w) @ self.w1) @ self.w2)) - 0.5
-        )  # log-log decay < -0.5
+        w = -F.softplus(-(self.w0 + torch.tanh((xs + xx * self.x_w) @ self.w1) @ self.w2)) - 0.5  # log-log decay < -0.5
         k = self.key(xs + xx * self.x_k)
         xv = xs + xx * self.x_v
         v = self.value(xv)

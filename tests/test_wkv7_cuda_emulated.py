@@ -78,6 +78,11 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
+def _dims(r: torch.Tensor) -> list:
+    """The (is_bf16, B, T, H, N) arguments both entry points start with."""
+    return [ctypes.c_bool(r.dtype == torch.bfloat16), *(ctypes.c_int(x) for x in r.shape)]
+
+
 def emulated_forward(lib: ctypes.CDLL, r, w, k, v, a, b, s0, save: bool):
     """(y, final state, snapshots, sa) from the emulated forward; buffers allocated as birwkv7/csrc/wkv7.cpp
     does (the last two only when `save`, i.e. when a backward will follow)."""
@@ -86,8 +91,7 @@ def emulated_forward(lib: ctypes.CDLL, r, w, k, v, a, b, s0, save: bool):
     y, sT = torch.empty_like(r), torch.empty_like(s0)
     snap = torch.empty(B, H, n_chunks, N, N) if save else None
     sa = torch.empty(B, T, H, N) if save else None
-    ints = [ctypes.c_bool(r.dtype == torch.bfloat16), *(ctypes.c_int(x) for x in (B, T, H, N))]
-    err = lib.birwkv7_forward(*ints, *map(_ptr, (r, w, k, v, a, b, s0, y, sT, snap, sa)), None)
+    err = lib.birwkv7_forward(*_dims(r), *map(_ptr, (r, w, k, v, a, b, s0, y, sT, snap, sa)), None)
     assert err == 0, f"forward launch failed: error {err}"
     return y, sT, snap, sa
 
@@ -98,9 +102,8 @@ def emulated_backward(lib: ctypes.CDLL, r, w, k, v, a, b, dy, dsT, snap, sa) -> 
     grads = [torch.empty_like(r) for _ in range(6)] + [torch.empty_like(dsT)]
     lib.birwkv7_backward_scratch_floats.restype = ctypes.c_int64
     scratch = torch.empty(lib.birwkv7_backward_scratch_floats(B, H, N))
-    ints = [ctypes.c_bool(r.dtype == torch.bfloat16), *(ctypes.c_int(x) for x in (B, T, H, N))]
     err = lib.birwkv7_backward(
-        *ints, *map(_ptr, (r, w, k, v, a, b, dy, dsT, snap, sa, scratch if scratch.numel() else None, *grads)), None
+        *_dims(r), *map(_ptr, (r, w, k, v, a, b, dy, dsT, snap, sa, scratch if scratch.numel() else None, *grads)), None
     )
     assert err == 0, f"backward launch failed: error {err}"
     return grads

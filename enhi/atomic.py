@@ -56,11 +56,14 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `dest` for a writer that takes a path (e.g. `model.save_to`)."""
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `dest` for a writer that takes a path (e.g. `model.save_to`).
+
+    The temporary keeps `dest`'s extension (writers may check it) unless `suffix` is given.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix, dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix if suffix is None else suffix, dir=dest.parent)
     os.close(fd)
     try:
         yield Path(tmp)

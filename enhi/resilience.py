@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,15 +28,32 @@ from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 from enhi.atomic import atomic_path
 from enhi.errors import UserError
 
+PARTIAL_SUFFIX = ".partial"  # AtomicCheckpointIO's temporaries
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` to a temporary file in the checkpoint's own folder, then an atomic rename."""
+    """`torch.save` to a temporary file in the checkpoint's own folder, then an atomic rename.
+
+    Two details keep NeMo's checkpoint callback from tripping over a job killed at the wrong moment:
+    - NeMo marks a checkpoint "unfinished" before saving it and clears the mark only after the save returns, so a
+      kill just after the rename would leave a complete last.ckpt that exp_manager refuses to resume from ("Last
+      checkpoint is unfinished"). A file that only ever appears whole needs no mark: it is cleared just before
+      the rename.
+    - The temporary ends in `.partial`, not `.ckpt`: on resume NeMo reads every `*.ckpt` in the folder as a
+      top-k candidate (a half-written one could become `best_model_path`). Partials a killed writer left behind
+      (a full checkpoint's size each) are removed at the next save into that folder; only global rank 0 saves.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with atomic_path(path) as tmp:
+        for stale in Path(path).parent.glob(f".*.tmp-*{PARTIAL_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        with atomic_path(path, suffix=PARTIAL_SUFFIX) as tmp:
             torch.save(checkpoint, tmp)
+            NeMoModelCheckpoint.format_checkpoint_unfinished_marker_path(path).unlink(missing_ok=True)
 
 
 class AtomicSaveRestoreConnector(SaveRestoreConnector):

@@ -1,10 +1,16 @@
-"""Checkpoints and .nemo files appear whole or not at all: a write that dies half-way leaves the previous file
-as it was (or no file) and no temporary behind."""
+"""Checkpoints and .nemo files appear whole or not at all: a write that fails half-way leaves the previous file
+as it was (or no file) and no temporary behind; one SIGKILLed half-way leaves a temporary that NeMo never reads
+as a checkpoint and the next save removes."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 import torch
+from conftest import ROOT
 
 from enhi.resilience import AtomicCheckpointIO, make_saves_atomic
 
@@ -34,6 +40,46 @@ def test_checkpoint_write_that_dies_leaves_the_old_checkpoint(tmp_path, monkeypa
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
     ck = torch.load(path, weights_only=False)
     assert ck["global_step"] == 1 and torch.equal(ck["w"], torch.arange(4.0))
+
+
+# A checkpoint write SIGKILLed half-way: torch.save has written part of the file when the process dies.
+_KILLED_MID_WRITE = """
+import os, signal, sys, torch
+from enhi.resilience import AtomicCheckpointIO
+real_save = torch.save
+def save_half_then_die(obj, f, *a, **k):
+    real_save(obj, f, *a, **k)
+    with open(f, "r+b") as fh:
+        fh.truncate(10)
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_half_then_die
+AtomicCheckpointIO().save_checkpoint({"global_step": 4}, sys.argv[1])
+"""
+
+
+def test_checkpoint_write_killed_half_way_is_invisible_to_nemo_and_cleaned_up(tmp_path):
+    from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+
+
+    folder = tmp_path / "checkpoints"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 2}, folder / "run--val_wer=0.5000-epoch=0.ckpt")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(folder / "run--val_wer=0.2500-epoch=0.ckpt")],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (partial,) = [p for p in folder.iterdir() if p.name != "run--val_wer=0.5000-epoch=0.ckpt"]
+    assert partial.stat().st_size == 10  # what the kill left
+
+    # On resume NeMo's callback collects top-k candidates from every *.ckpt in the folder (parsing the score out
+    # of the name): the half-written file must not be one of them, let alone the best.
+    cb = NeMoModelCheckpoint(dirpath=str(folder), monitor="val_wer", mode="min", save_top_k=2, n_resume=True)
+    assert list(cb.best_k_models) == [str(folder / "run--val_wer=0.5000-epoch=0.ckpt")]
+    assert cb.best_model_path == str(folder / "run--val_wer=0.5000-epoch=0.ckpt")
+
+    io.save_checkpoint({"global_step": 6}, folder / "run--val_wer=0.2000-epoch=0.ckpt")  # the next save tidies up
+    assert sorted(p.name for p in folder.iterdir()) == ["run--val_wer=0.2000-epoch=0.ckpt", "run--val_wer=0.5000-epoch=0.ckpt"]
 
 
 def test_nemo_write_that_dies_leaves_no_file(en_tok_dir, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
 
 from enhi.atomic import atomic_path
 from enhi.errors import UserError
@@ -45,8 +46,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
-
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         for stale in Path(path).parent.glob(f".*.tmp-*{PARTIAL_SUFFIX}"):

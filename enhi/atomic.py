@@ -22,7 +22,7 @@ def atomic_dir(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     if dest.exists() and not force:
         raise UserError(f"{dest}: output folder exists; pass --force to replace it or choose another --out")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest.name), dir=dest.parent))
     try:
         yield tmp
     except BaseException:
@@ -43,7 +43,7 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     """Open a temporary file beside `dest` for writing; rename it onto `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest.name), dir=dest.parent)
     os.close(fd)
     try:
         with open(tmp, mode, **open_kwargs) as f:
@@ -63,7 +63,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", suffix=dest.suffix if suffix is None else suffix, dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest.name), suffix=dest.suffix if suffix is None else suffix, dir=dest.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -72,3 +72,14 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_temporaries(folder: str | os.PathLike, suffix: str) -> None:
+    """Delete what `atomic_path(..., suffix=suffix)` writers killed mid-write left in `folder` (a SIGKILL runs no
+    cleanup). Only for folders with one writer at a time: a live writer's temporary matches too."""
+    for stale in Path(folder).glob(_tmp_prefix("*") + "*" + suffix):
+        stale.unlink(missing_ok=True)
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.tmp-"

@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
 
-from enhi.atomic import atomic_path
+from enhi.atomic import atomic_path, remove_temporaries
 from enhi.errors import UserError
 
 PARTIAL_SUFFIX = ".partial"  # AtomicCheckpointIO's temporaries
@@ -48,8 +48,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        for stale in Path(path).parent.glob(f".*.tmp-*{PARTIAL_SUFFIX}"):
-            stale.unlink(missing_ok=True)
+        remove_temporaries(Path(path).parent, PARTIAL_SUFFIX)
         with atomic_path(path, suffix=PARTIAL_SUFFIX) as tmp:
             torch.save(checkpoint, tmp)
             NeMoModelCheckpoint.format_checkpoint_unfinished_marker_path(path).unlink(missing_ok=True)

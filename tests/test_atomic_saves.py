@@ -60,7 +60,6 @@ AtomicCheckpointIO().save_checkpoint({"global_step": 4}, sys.argv[1])
 def test_checkpoint_write_killed_half_way_is_invisible_to_nemo_and_cleaned_up(tmp_path):
     from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
 
-
     folder = tmp_path / "checkpoints"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"global_step": 2}, folder / "run--val_wer=0.5000-epoch=0.ckpt")

@@ -1,5 +1,6 @@
-"""A run killed with SIGKILL mid-epoch and started again with the same command ends exactly where an
-uninterrupted run ends: same per-step training loss, same weights, same optimizer state (AdamW and 8-bit)."""
+"""A run killed with SIGKILL (mid-step, or the instant a checkpoint lands) and started again with the same command
+ends exactly where an uninterrupted run ends: same per-step training loss, same weights, same optimizer state
+(AdamW and 8-bit)."""
 
 from __future__ import annotations
 

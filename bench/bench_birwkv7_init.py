@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(cfg, init: str | None, steps: int, every: int) -> dict:
     from lightning.pytorch import seed_everything
 
-    from enhi import demo
+    from demo import pipeline as demo
     from enhi.training import configure_model, fit, load_model
     from enhi.transplant import change_vocabulary
 
@@ -53,7 +53,7 @@ def main() -> None:
 
     import torch
 
-    from enhi import demo
+    from demo import pipeline as demo
     from enhi.config import load_run_config
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

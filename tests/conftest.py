@@ -15,7 +15,7 @@ EN_MODEL = ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model"
 HI_DIR = ROOT / "assets" / "tokenizers" / "hi256"
 MERGED_DIR = ROOT / "en1024_hi256"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))  # the cores this process may use
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def en_tok_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A few synthesized English and Hindi utterances (unseen voices in val)."""
-    from enhi.corpus import build_corpus
+    from demo.corpus import build_corpus
 
     out = tmp_path_factory.mktemp("corpus") / "c"
     build_corpus(out, n_train_per_lang=48, n_val_per_lang=8, seed=0)

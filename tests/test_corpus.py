@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from enhi.corpus import SAMPLE_RATE, VOICES, build_corpus, phonemize, synthesize
-from enhi.corpus_text import (
+from demo.corpus import SAMPLE_RATE, VOICES, build_corpus, phonemize, synthesize
+from demo.text import (
     EN_SENTENCES,
     HI_SENTENCES,
     MAX_WORDS,
@@ -101,6 +101,23 @@ def test_text_sources(lang: str, sentences: tuple[str, ...], pattern: re.Pattern
     assert len(set(pool)) == 700
     train, val = split_sentences(lang, 400, 60)
     assert not {normalize_text(s, lang) for s in train} & {normalize_text(s, lang) for s in val}
+    # One validation set for every training size (the stand-in's corpus and the demo's share it), and a smaller
+    # training list is a prefix of a larger one: nothing a corpus validates on is in another's training data.
+    big_train, big_val = split_sentences(lang, 3000, 60)
+    assert big_val == val and big_train[:400] == train
+    assert not set(big_train) & set(val)
+    # Validation sentences are new combinations of the slot vocabulary: nearly every word occurs in training.
+    vocab = {w for s in big_train for w in normalize_text(s, lang).split()}
+    words = [w for s in val for w in normalize_text(s, lang).split()]
+    assert sum(w not in vocab for w in words) <= 0.01 * len(words)
+
+
+@pytest.mark.parametrize("lang", ["en", "hi"])
+def test_the_pool_is_broad(lang: str) -> None:
+    """Thousands of distinct sentences over a broad vocabulary: a model must learn sounds, not sentences."""
+    pool = [normalize_text(s, lang) for s in sentence_pool(lang, 8000)]
+    words = {w for s in pool for w in s.split()}
+    assert len(set(pool)) == 8000 and len(words) >= (1100 if lang == "en" else 800)
 
 
 def _manifest(root: Path, lang: str, split: str) -> list[dict]:

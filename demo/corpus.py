@@ -32,13 +32,13 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from demo.text import LANGS, normalize_text, split_sentences
 from enhi.atomic import atomic_dir, atomic_file
-from enhi.corpus_text import LANGS, normalize_text, split_sentences
 from enhi.errors import UserError
 
 SAMPLE_RATE = 16_000
 # Bump when the output format or synthesis changes in a way the cache key would not otherwise see.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 # Voice = eSpeak voice name (file under espeak-ng-data/lang, e.g. "en-us"; British English is "en") plus an
 # optional "+variant" from voices/!v. Train and val variants are disjoint: validation voices are unseen.
@@ -223,14 +223,15 @@ def _trim(audio: np.ndarray) -> np.ndarray:
     return audio[max(0, loud[0] - pad): loud[-1] + pad + 1]
 
 
-def _plan(n_train: int, n_val: int, seed: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def corpus_plan(n_train: int, n_val: int, seed: int, langs: tuple[str, ...]) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Every utterance to synthesize: text, transcript, voice and prosody, fully determined by the arguments."""
     plan: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for lang in LANGS:
+    for lang in langs:
         train, val = split_sentences(lang, n_train, n_val, seed)
-        rng = random.Random(f"prosody:{lang}:{seed}")
         plan[lang] = {}
         for split, sentences in (("train", train), ("val", val)):
+            # One stream per split: validation audio is the same whatever the training size.
+            rng = random.Random(f"prosody:{lang}:{split}:{seed}")
             voices = VOICES[lang][split]
             plan[lang][split] = [
                 {
@@ -245,6 +246,11 @@ def _plan(n_train: int, n_val: int, seed: int) -> dict[str, dict[str, list[dict[
                 for i, s in enumerate(sentences)
             ]
     return plan
+
+
+def plan_sha256(plan: dict) -> str:
+    """The corpus's identity: a hash of every utterance's text, voice and prosody."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _manifest_path(out_dir: Path, lang: str, split: str) -> Path:
@@ -262,7 +268,7 @@ def _cached_summary(out_dir: Path, params: dict[str, Any]) -> dict[str, Any] | N
     # The info file is written last, so its presence means the build finished; still check that nothing was
     # deleted since and that the manifests' absolute paths still point here (the folder may have been moved).
     try:
-        for lang in LANGS:
+        for lang in params["langs"]:
             for split in ("train", "val"):
                 lines = _manifest_path(out_dir, lang, split).read_text(encoding="utf-8").splitlines()
                 if len(lines) != info["counts"][lang][split]:
@@ -277,7 +283,7 @@ def _cached_summary(out_dir: Path, params: dict[str, Any]) -> dict[str, Any] | N
 
 
 def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int = 60,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, langs: tuple[str, ...] = LANGS) -> dict[str, Any]:
     """Synthesize the English + Hindi corpus into `out_dir` (or reuse it) and return its summary.
 
     Writes `out_dir/{en,hi}/{train,val}/*.wav` (16 kHz mono PCM16), NeMo manifests
@@ -292,15 +298,17 @@ def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int
     if n_train_per_lang < 1 or n_val_per_lang < 1:
         raise ValueError("n_train_per_lang and n_val_per_lang must be at least 1")
     out_dir = Path(out_dir).resolve()
-    plan = _plan(n_train_per_lang, n_val_per_lang, seed)
+    langs = tuple(langs)
+    plan = corpus_plan(n_train_per_lang, n_val_per_lang, seed, langs)
     params = {
         "version": CORPUS_VERSION,
         "n_train_per_lang": n_train_per_lang,
         "n_val_per_lang": n_val_per_lang,
         "seed": seed,
+        "langs": list(langs),
         "sample_rate": SAMPLE_RATE,
-        # The plan covers texts, voices and prosody, so editing corpus_text.py or VOICES invalidates the cache.
-        "plan_sha256": hashlib.sha256(json.dumps(plan, sort_keys=True, ensure_ascii=False).encode()).hexdigest(),
+        # The plan covers texts, voices and prosody, so editing the text assets or VOICES invalidates the cache.
+        "plan_sha256": plan_sha256(plan),
     }
     cached = _cached_summary(out_dir, params)
     if cached is not None:
@@ -313,7 +321,7 @@ def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int
     seconds: dict[str, dict[str, float]] = {}
     with atomic_dir(out_dir, force=True) as tmp:
         (tmp / "manifests").mkdir()
-        for lang in LANGS:
+        for lang in langs:
             counts[lang], seconds[lang] = {}, {}
             for split, utts in plan[lang].items():
                 (tmp / lang / split).mkdir(parents=True)
@@ -336,7 +344,7 @@ def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int
         summary = {
             "params": params,
             "out_dir": str(out_dir),
-            "voices": {lang: {split: list(v) for split, v in VOICES[lang].items()} for lang in LANGS},
+            "voices": {lang: {split: list(v) for split, v in VOICES[lang].items()} for lang in langs},
             "rate_wpm": list(RATE_WPM),
             "pitch": list(PITCH),
             "pitch_range": list(PITCH_RANGE),
@@ -344,7 +352,7 @@ def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int
             "hours": {lang: {s: round(v / 3600, 4) for s, v in d.items()} for lang, d in seconds.items()},
             "total_hours": round(sum(v for d in seconds.values() for v in d.values()) / 3600, 4),
             "manifests": {f"{lang}_{split}": str(_manifest_path(out_dir, lang, split))
-                          for lang in LANGS for split in ("train", "val")},
+                          for lang in langs for split in ("train", "val")},
             "build_seconds": round(time.perf_counter() - t0, 2),
         }
         # Last inside the folder: its presence marks a finished corpus for the cache check.

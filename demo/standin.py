@@ -1,0 +1,122 @@
+"""The English stand-in for a pretrained Parakeet, trained once by this command and shipped in the repo.
+
+    uv run python -m demo.standin             # train it and write assets/standin/standin_en.{nemo,json}
+
+No checkpoint can be downloaded offline, so the demo adapts this model instead: parakeet-tdt_ctc-110m's
+architecture (`enhi.tiny_model`) at a small size, with Parakeet's real English tokenizer, trained on thousands
+of distinct synthesized English sentences (`demo.text`, eight eSpeak voices). The record beside the .nemo says
+how it was made (command, steps, sizes, corpus hash) and what it scores on the demo's English validation
+set (sentences and voices never used in training). The demo starts from the shipped file; it trains a new
+one only when asked (`retrain_standin=true`) or when the file is missing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from demo.common import CACHE, N_VAL, ROOT, english_tokenizer_dir, run_config
+from enhi.atomic import atomic_file
+from enhi.config import ManifestSpec, NamedSet
+
+SHIPPED = ROOT / "assets" / "standin" / "standin_en.nemo"
+RECORD = SHIPPED.with_suffix(".json")
+# Small enough that the demo fine-tunes it twice in 15 minutes on a 2-core CPU.
+SIZES = dict(d_model=96, n_layers=4, n_heads=4, pred_hidden=96, joint_hidden=96, subsampling_conv_channels=32)
+N_TRAIN = 8000  # distinct English training sentences (~4 h of audio)
+STEPS = 6000
+EVERY = 1000  # validation interval
+LR = 3e-3
+WARMUP = 300
+BATCH_DURATION = 30  # seconds of audio per step
+# Lighter SpecAugment than Parakeet's (10 time masks of up to 5%, 2 of 27 mel bins): on ~2 s utterances that
+# hides much of each one, more than a 1.3M-parameter model learning from scratch can afford.
+SPEC_AUGMENT = dict(freq_masks=2, freq_width=15, time_masks=2, time_width=0.05)
+COMMAND = "uv run python -m demo.standin"
+
+
+def corpus(n_train: int = N_TRAIN) -> dict:
+    """The stand-in's English corpus (cached); its validation split is the demo's English validation set."""
+    from demo.corpus import build_corpus
+
+    return build_corpus(CACHE / "standin_corpus", n_train_per_lang=n_train, n_val_per_lang=N_VAL, seed=0,
+                        langs=("en",))
+
+
+def train(cfg: DictConfig, out: Path = SHIPPED, steps: int = STEPS, n_train: int = N_TRAIN) -> Path:
+    """Train the stand-in from scratch on its corpus and write `out` (.nemo) and its record (.json) beside it."""
+    from enhi.evaluate import evaluate_sets
+    from enhi.tiny_model import build_parakeet_model
+    from enhi.training import configure_model, eval_sets, fit, save_model
+    from enhi.transplant import install_cpu_tdt_loss
+
+    t0 = time.time()
+    info = corpus(n_train)
+    man = info["manifests"]
+    c = run_config(cfg, "standin_en", steps, EVERY, BATCH_DURATION)
+    c.model.train_ds.manifests = [ManifestSpec(man["en_train"], "en", 1.0)]
+    c.model.validation_ds.sets = [NamedSet("en", man["en_val"], "en")]
+    c.model.optim.lr = LR
+    c.model.optim.sched.warmup_steps = WARMUP
+    c.model.spec_augment = SPEC_AUGMENT
+    c.exp_manager.checkpoint_callback_params.save_nemo_on_train_end = False
+    model = build_parakeet_model(english_tokenizer_dir(), seed=cfg.seed, **SIZES)
+    install_cpu_tdt_loss(model)
+    configure_model(model, c, bnb_optim=False)
+    _, val, timer = fit(model, c, eval_at_start=False)  # a random model decodes slowly: no step-0 point
+    model.eval()
+    scores = evaluate_sets(model, eval_sets(c.model.validation_ds), c.model.validation_ds.batch_size)["en"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, out)
+    import nemo
+    import torch
+
+    record = {
+        "command": COMMAND,
+        "architecture": "EncDecHybridRNNTCTCBPEModel (parakeet-tdt_ctc-110m config, enhi/tiny_model.py)",
+        "sizes": SIZES,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": "assets/tokenizers/en1024 (parakeet-tdt_ctc-110m's English tokenizer)",
+        "steps": steps,
+        "lr": LR,
+        "warmup_steps": WARMUP,
+        "batch_duration_s": BATCH_DURATION,
+        "spec_augment": SPEC_AUGMENT,
+        "corpus": {"n_train": n_train, "n_val": N_VAL, "hours": info["hours"]["en"],
+                   "plan_sha256": info["params"]["plan_sha256"], "voices": info["voices"]["en"]},
+        "val_en": {"wer": scores["wer"], "cer": scores["cer"], "n": scores["n"]},
+        "val_history": val.history,
+        "median_step_s": sorted(timer.times)[len(timer.times) // 2] if timer.times else None,
+        "wall_minutes": round((time.time() - t0) / 60, 1),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "versions": {"torch": torch.__version__, "nemo": nemo.__version__, "python": platform.python_version()},
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    with atomic_file(out.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
+    print(f"stand-in written to {out}: English WER {scores['wer']:.3f} on {scores['n']} validation utterances")
+    return out
+
+
+def ensure(cfg: DictConfig, retrain: bool = False) -> Path:
+    """The shipped stand-in, or a freshly trained one (in demo_cache/) when asked or when it is missing."""
+    if SHIPPED.is_file() and not retrain:
+        return SHIPPED
+    return train(cfg, out=CACHE / "standin_en.nemo")
+
+
+def main(argv: list[str]) -> None:
+    from enhi.config import load_run_config
+
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", argv)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

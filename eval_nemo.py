@@ -17,6 +17,9 @@ from enhi.errors import UserError, exit_on_user_error
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    from enhi.console import quiet_libraries
+
+    quiet_libraries()  # NeMo's loading messages would bury the table; errors still surface as one line
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a .nemo checkpoint")
     p.add_argument("--manifest", action="append", required=True, help="a NeMo manifest; repeat for several")
@@ -40,7 +43,7 @@ def main(argv: list[str]) -> None:
 
     rows, table = [], []
     for lang, entries in groups.items():
-        hyps = transcribe_entries(model, entries, args.batch_size, args.decoder)
+        hyps = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang} ({len(entries)} utterances)")
         r = error_rates([e.text for e in entries], hyps)
         table.append(f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}")
         rows += [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]

@@ -66,14 +66,20 @@ def _texts(hyps) -> list[str]:
 
 
 @torch.no_grad()
-def transcribe_audio(model, audios: Sequence[np.ndarray], batch_size: int = 8, decoder: str = "tdt") -> list[str]:
-    """Greedy transcripts of 16 kHz float arrays with the TDT (`decoder="tdt"`) or the CTC head."""
+def transcribe_audio(
+    model, audios: Sequence[np.ndarray], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None
+) -> list[str]:
+    """Greedy transcripts of 16 kHz float arrays with the TDT (`decoder="tdt"`) or the CTC head; with `progress`
+    (a label), a progress bar over batches when there are more than a few."""
+    from tqdm import tqdm
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out: list[str] = []
+    starts = range(0, len(audios), batch_size)
     try:
-        for i in range(0, len(audios), batch_size):
+        for i in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) <= 4):
             sig, lens = _batch(audios[i : i + batch_size], device)
             enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
             if decoder == "tdt":
@@ -89,10 +95,13 @@ def transcribe_audio(model, audios: Sequence[np.ndarray], batch_size: int = 8, d
     return out
 
 
-def transcribe_entries(model, entries: Sequence[ManifestEntry], batch_size: int = 8, decoder: str = "tdt") -> list[str]:
+def transcribe_entries(
+    model, entries: Sequence[ManifestEntry], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None
+) -> list[str]:
     """Transcribe manifest entries, shortest first (less padding), returned in manifest order."""
     order = sorted(range(len(entries)), key=lambda i: entries[i].duration)
-    texts = transcribe_audio(model, [load_audio(entries[i].audio_filepath) for i in order], batch_size, decoder)
+    audio = [load_audio(entries[i].audio_filepath) for i in order]
+    texts = transcribe_audio(model, audio, batch_size, decoder, progress)
     result = [""] * len(entries)
     for i, t in zip(order, texts, strict=True):
         result[i] = t

@@ -43,3 +43,20 @@ def test_eval_script_missing_model_is_one_line(tmp_path, capsys, small_corpus):
     assert e.value.code == 2
     assert "no.nemo: model not found" in capsys.readouterr().err
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_long_transcriptions_show_a_progress_bar(standin_nemo, capsys):
+    """eval_nemo's per-language progress: a bar over batches when there are more than four, none for short sets."""
+    import numpy as np
+    from nemo.collections.asr.models import ASRModel
+
+    from enhi.evaluate import transcribe_audio
+
+    model = ASRModel.restore_from(str(standin_nemo), map_location="cpu").eval()
+    audio = [np.zeros(8000, np.float32)] * 10
+    capsys.readouterr()
+    transcribe_audio(model, audio, batch_size=2, progress="hi (10 utterances)")
+    err = capsys.readouterr().err
+    assert "hi (10 utterances): 100%" in err and "5/5" in err
+    transcribe_audio(model, audio[:8], batch_size=2, progress="en")
+    assert "en:" not in capsys.readouterr().err

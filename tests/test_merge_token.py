@@ -18,21 +18,16 @@ from enhi import tokenizer_merge as tm
 from enhi.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-REF = Path(__file__).parents[1].parent / "shared" / "reference"
-REF_EN = REF / "parakeet-tdt_ctc-110m-en1024" / "tokenizer.model"
-REF_HI = REF / "indicvoices-hi256"
+# The reference tokenizers as committed under assets/ (byte-identical to ../shared/reference: their sha256 is in
+# the committed merge report, which test_committed_folder_is_what_the_readme_command_builds checks).
+REF_EN = ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model"
+REF_HI = ROOT / "assets" / "tokenizers" / "hi256"
 COMMITTED = ROOT / "en1024_hi256"
 # The README's command, relative to the repo root, as the committed report records it.
-README_ARGS = [
-    "--base",
-    "../shared/reference/parakeet-tdt_ctc-110m-en1024/tokenizer.model",
-    "--new",
-    "../shared/reference/indicvoices-hi256",
-]
-needs_ref = pytest.mark.skipif(
-    not (REF_EN.is_file() and (REF_HI / "tokenizer.model").is_file()),
-    reason=f"reference tokenizers not found under {REF} (CI has them: ../shared/reference beside the repo)",
-)
+README_SOURCES = {
+    "base": "../shared/reference/parakeet-tdt_ctc-110m-en1024/tokenizer.model",
+    "new": "../shared/reference/indicvoices-hi256",
+}
 P = spm_pb2.ModelProto.SentencePiece
 
 EN_LINES = [
@@ -92,16 +87,23 @@ def _pieces(sp: spm.SentencePieceProcessor, text: str) -> list[str]:
 # ------------------------------------------------------------------------------- the real reference tokenizers
 
 
-@needs_ref
 def test_committed_folder_is_what_the_readme_command_builds(tmp_path, monkeypatch):
+    """The README's merge, run on the committed copies of the references, rebuilds the committed folder byte for
+    byte; the report differs only in where the inputs were read from, and its input hashes are the references'."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / "en1024_hi256"
-    merge_token.main([*README_ARGS, "--out", str(out)])
-    for name in (*tm.FOLDER_FILES, tm.REPORT_NAME):
+    merge_token.main(["--base", str(REF_EN.relative_to(ROOT)), "--new", str(REF_HI.relative_to(ROOT)), "--out", str(out)])
+    for name in tm.FOLDER_FILES:
         assert (out / name).read_bytes() == (COMMITTED / name).read_bytes(), f"{name} differs from the committed one"
+    built = json.loads((out / tm.REPORT_NAME).read_text(encoding="utf-8"))
+    committed = json.loads((COMMITTED / tm.REPORT_NAME).read_text(encoding="utf-8"))
+    assert (built["base"]["source"], built["new"]["source"]) == ("assets/tokenizers/en1024/tokenizer.model",
+                                                                 "assets/tokenizers/hi256")
+    for side, source in README_SOURCES.items():
+        built[side]["source"] = source
+    assert built == committed
 
 
-@needs_ref
 def test_committed_report_numbers():
     report = json.loads((COMMITTED / tm.REPORT_NAME).read_text(encoding="utf-8"))
     assert (report["base"]["size"], report["new"]["size"], report["merged_size"]) == (1024, 256, 1278)
@@ -121,7 +123,6 @@ def test_committed_report_numbers():
     assert v["highest_new_score"] < v["lowest_base_score"]
 
 
-@needs_ref
 def test_real_english_ids_are_identical():
     base, merged = _sp(tm.load_model_file(REF_EN)), _sp(tm.load_model_file(COMMITTED / "tokenizer.model"))
     v = base.get_piece_size()
@@ -137,7 +138,6 @@ def test_real_english_ids_are_identical():
     assert all(i < v for t in texts for i in merged.encode(t))
 
 
-@needs_ref
 def test_real_hindi_segmentation_is_identical():
     hi_proto = tm.load_model_file(REF_HI / "tokenizer.model")
     hi, merged = _sp(hi_proto), _sp(tm.load_model_file(COMMITTED / "tokenizer.model"))
@@ -150,7 +150,6 @@ def test_real_hindi_segmentation_is_identical():
     assert merged.piece_to_id("▁क") == 1024 and merged.piece_to_id("▁") == 966
 
 
-@needs_ref
 def test_real_mixed_script_text_keeps_each_languages_tokens():
     en, hi = _sp(tm.load_model_file(REF_EN)), _sp(tm.load_model_file(REF_HI / "tokenizer.model"))
     merged = _sp(tm.load_model_file(COMMITTED / "tokenizer.model"))
@@ -161,14 +160,12 @@ def test_real_mixed_script_text_keeps_each_languages_tokens():
     assert _pieces(merged, "Parakeetहिंदी") == _pieces(en, "Parakeet") + ["ह", "ि", "ंद", "ी"]
 
 
-@needs_ref
 def test_writer_reproduces_the_reference_nemo_files(tmp_path):
     tm.write_nemo_tokenizer_folder(REF_HI / "tokenizer.model", tmp_path / "hi")
     for name in ("tokenizer.model", "tokenizer.vocab", "vocab.txt"):
         assert (tmp_path / "hi" / name).read_bytes() == (REF_HI / name).read_bytes(), name
 
 
-@needs_ref
 def test_real_base_with_a_hindi_model_from_todays_sentencepiece(tmp_path):
     """Today's nmt_nfkc table differs from the one in Parakeet's tokenizer: a .model trained now is refused,
     while text given to the merge is trained with the base's own normalizer and merges cleanly."""
@@ -427,14 +424,11 @@ def test_pretrained_name_offline_says_to_pass_a_local_file(tmp_path, monkeypatch
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """A tiny Parakeet model on the real English tokenizer (or the tiny one without the references) + its .nemo."""
+    """A tiny Parakeet model on the real English tokenizer + its .nemo."""
     from enhi.tiny_model import build_parakeet_model
 
     tmp = tmp_path_factory.mktemp("nemo")
-    en_model = REF_EN if REF_EN.is_file() else None
-    if en_model is None:
-        en_model = tmp / "en.model"
-        en_model.write_bytes(_train(EN_LINES, 80).SerializeToString())
+    en_model = REF_EN
     tok_dir = tm.write_nemo_tokenizer_folder(en_model, tmp / "en_tok")
     model = build_parakeet_model(tok_dir)
     nemo = tmp / "tiny.nemo"
@@ -449,7 +443,6 @@ def test_base_from_a_nemo_checkpoint_or_a_tokenizer_folder(tiny_model):
     assert tm.resolve_base(str(nemo.parent / "en_tok")).proto.SerializeToString() == want
 
 
-@needs_ref
 def test_tiny_model_accepts_the_merged_folder(tiny_model):
     model, _, _ = tiny_model
     import torch

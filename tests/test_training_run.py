@@ -49,10 +49,35 @@ def test_run_logs_per_language_checkpoints_and_resumes(standin_nemo, small_corpu
     assert trainer.global_step == 6 and len(timer.times) == 3
 
 
+def test_bf16_on_a_cpu_without_bf16_lstm_is_one_line_naming_the_fix(standin_nemo, small_corpus, tmp_path, monkeypatch):
+    """Any CPU: where oneDNN has no bf16 LSTM, `trainer.precision=bf16-mixed` stops before training with the
+    setting to use instead (simulated here, so the message is checked on every machine)."""
+    import pytest
+
+    from enhi import training
+    from enhi.errors import UserError
+
+    monkeypatch.setattr(training, "cpu_runs_bf16_lstm", lambda: False)
+    cfg = _cfg(tmp_path, small_corpus, max_steps=1)
+    cfg.init_from_nemo_model = str(standin_nemo)
+    cfg.trainer.precision = "bf16-mixed"
+    model = training.load_model(cfg)
+    training.configure_model(model, cfg, bnb_optim=False)
+    with pytest.raises(UserError, match=r"^trainer.precision=bf16-mixed: this CPU cannot run .*set trainer.precision=32"):
+        training.fit(model, cfg, eval_at_start=False)
+    assert not (tmp_path / "run").exists()  # refused before exp_manager made the run folder
+
+
 def test_bf16_mixed_precision_trains(standin_nemo, small_corpus, tmp_path):
     """The precision GPU runs get by default (`precision: auto` = bf16-mixed there), run on CPU autocast: the
     model keeps fp32 master weights, the TDT loss stays fp32, and the loss is finite and moves."""
+    import pytest
     import torch
+
+    from enhi.training import cpu_runs_bf16_lstm
+
+    if not cpu_runs_bf16_lstm():
+        pytest.skip("this CPU cannot run a bf16 LSTM (oneDNN needs AVX-512 BF16 or AMX); the refusal is tested above")
 
     from enhi.training import configure_model, fit, load_model
     from enhi.transplant import change_vocabulary

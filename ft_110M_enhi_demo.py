@@ -6,8 +6,8 @@
         model.validation_ds.sets='[{name: en, path: en_dev.json, lang: en}, {name: hi, path: hi_dev.json, lang: hi}]'
 
 Settings live in ft_110M_enhi.yaml; any of its keys and any switch below can be overridden as key=value.
-With neither init_from_* set, the offline demo synthesizes a bilingual corpus, trains a small English stand-in
-for the pretrained model, and compares the transplant against NeMo's plain change_vocabulary.
+With neither init_from_* set, the offline demo synthesizes a bilingual corpus, starts from the shipped English
+stand-in (assets/standin/) and compares the recipe against NeMo's plain change_vocabulary.
 """
 
 import sys
@@ -21,25 +21,30 @@ using_birwkv7 = False  # replace encoder self-attention with BiRWKV7 (memory lin
 transplant = True  # carry English rows into the enlarged vocabulary; False = NeMo's plain change_vocabulary
 adapt_only = False  # stop after the vocabulary change (+ transplant) and write the model to `save_to`
 save_to = ""  # .nemo path written by adapt_only
+verbose = False  # show NeMo's and Lightning's log messages on the terminal (they always go to the run's library.log)
+retrain_standin = False  # offline demo only: train a new English stand-in instead of the shipped one
 config = "ft_110M_enhi.yaml"  # the YAML with data, model and trainer settings
-SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to", "config"]
+SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to", "verbose", "retrain_standin", "config"]
 
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
-    import torch
+    from enhi.console import phase, quiet_libraries, show_library_logs
+
+    quiet_libraries()  # NeMo's and Lightning's messages go to the run's library.log (verbose=true shows them)
     from lightning.pytorch import seed_everything
 
-    from enhi import demo
+    from demo import pipeline as demo
     from enhi.datacheck import check_data
     from enhi.training import configure_model, evaluate_test_sets, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
 
     sw, cfg = load_run_config({k: globals()[k] for k in SWITCHES}, config, argv)
+    if sw["verbose"]:
+        show_library_logs()
     offline_demo = not (cfg.init_from_pretrained_model or cfg.init_from_nemo_model)
     if offline_demo:  # corpus + English stand-in + merged tokenizer, all cached under demo_cache/
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        cfg = demo.prepare(cfg)
+        cfg = demo.prepare(cfg, retrain_standin=sw["retrain_standin"])
     if not sw["adapt_only"]:
         check_data(cfg)  # every manifest and audio header, before any model is loaded or folder written
     arms = demo.arms(sw["transplant"], offline_demo)  # the demo trains both arms on the same data and steps
@@ -47,19 +52,23 @@ def main(argv: list[str]) -> None:
     results = {}
     for arm in arms:
         run_cfg = demo.arm_config(cfg, arm) if offline_demo else cfg  # the demo's steps and output folders
-        seed_everything(cfg.seed)  # new layers are drawn identically in every process (DDP rank) and every run
-        # 1. The pretrained model (or the demo's stand-in).
-        model = load_model(cfg)
-        # 2. Enlarge the vocabulary; with the transplant, every English row is carried across.
-        info = change_vocabulary(model, cfg.model.tokenizer.dir, transplant=arm.transplant)
-        print(f"[{arm.name}] vocabulary {info['old_vocab_size']} -> {info['new_vocab_size']}, transplant={arm.transplant}")
-        # 3. Optionally swap encoder attention for BiRWKV7.
-        if sw["using_birwkv7"]:
-            from birwkv7.convert import convert_to_birwkv7
+        ad = run_cfg.model.adaptation
+        with phase(f"{arm.name}: adapt the vocabulary"):
+            seed_everything(cfg.seed, verbose=False)  # new layers are drawn identically in every process and run
+            # 1. The pretrained model (or the demo's stand-in).
+            model = load_model(cfg)
+            # 2. Enlarge the vocabulary; with the transplant, every English row is carried across and new rows
+            #    start from the English rows of their romanization (new_rows: romanized).
+            info = change_vocabulary(model, cfg.model.tokenizer.dir, arm.transplant, ad.new_rows, ad.new_token_mass_bound)
+            print(f"vocabulary {info['old_vocab_size']} -> {info['new_vocab_size']}, transplant={arm.transplant}"
+                  + (f", {info['rows_borrowed']} new rows borrowed from romanizations" if info.get("rows_borrowed") else ""))
+            # 3. Optionally swap encoder attention for BiRWKV7.
+            if sw["using_birwkv7"]:
+                from birwkv7.convert import convert_to_birwkv7
 
-            model = convert_to_birwkv7(model, head_size=None, init="attention")  # heads as the attention had
-        # 4. Loss, spec-augment, optimizer (8-bit with bnb_optim) from the YAML.
-        configure_model(model, run_cfg, bnb_optim=sw["bnb_optim"])
+                model = convert_to_birwkv7(model, head_size=None, init="attention")  # heads as the attention had
+            # 4. Loss, spec-augment, optimizer (8-bit with bnb_optim) from the YAML.
+            configure_model(model, run_cfg, bnb_optim=sw["bnb_optim"])
         if sw["adapt_only"]:
             if not sw["save_to"]:
                 from enhi.errors import UserError
@@ -67,13 +76,16 @@ def main(argv: list[str]) -> None:
                 raise UserError("adapt_only=true needs save_to=PATH.nemo")
             print(f"adapted model written to {save_model(model, sw['save_to'])}")
             return
-        # 5. Fine-tune on English + Hindi; validation WER/CER per language; checkpoints and final .nemo.
-        trainer, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=offline_demo))
-        results[arm.name] = {"history": val.history, "step_seconds": timer.times}
+        # 5. Fine-tune on English + Hindi (new rows faster, encoder held for a warm-up: model.adaptation);
+        #    validation WER/CER per language; checkpoints and final .nemo.
+        with phase(f"{arm.name}: fine-tune"):
+            _, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=offline_demo))
+        results[arm.name] = demo.arm_results(run_cfg, val, timer)
         evaluate_test_sets(model, run_cfg)
 
-    if offline_demo:  # table + plot: stand-in before adaptation vs transplant vs plain change_vocabulary
-        demo.report(cfg, results)
+    if offline_demo:  # table, transcripts and plot: stand-in before adaptation vs the recipe vs plain
+        with phase("results"):
+            demo.report(cfg, results)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from enhi.errors import UserError
+from enhi.transplant import NEW_TOKEN_MASS_BOUND
 
 
 @dataclass
@@ -80,6 +81,14 @@ class Optim:
 
 
 @dataclass
+class Adaptation:
+    new_rows: str = "mean"  # "romanized" | "mean": where new token rows start (enhi/transplant.py)
+    new_token_mass_bound: float = NEW_TOKEN_MASS_BOUND  # most probability the new tokens may hold at step 0
+    new_rows_lr_scale: float = 1.0  # new token rows learn this many times faster (enhi/adaptation.py)
+    freeze_encoder_steps: int = 0  # encoder held (no update, eval mode) for this many steps
+
+
+@dataclass
 class ModelCfg:
     tokenizer: Tokenizer = field(default_factory=Tokenizer)
     train_ds: TrainDs = field(default_factory=TrainDs)
@@ -88,6 +97,7 @@ class ModelCfg:
     spec_augment: dict[str, Any] = field(default_factory=dict)  # checked against NeMo's class below
     loss: Loss = field(default_factory=Loss)
     ctc_loss_weight: float = 0.3
+    adaptation: Adaptation = field(default_factory=Adaptation)
     optim: Optim = field(default_factory=Optim)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -12,7 +13,9 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from enhi.adaptation import adaptation_callbacks
 from enhi.config import train_manifests
+from enhi.console import StepProgressBar, open_library_log, say
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
 from enhi.manifest import read_manifest
@@ -128,14 +131,17 @@ def eval_sets(spec: DictConfig) -> dict[str, list]:
 class ValidationByLanguage(pl.Callback):
     """Every `every_n_steps` training steps (and at the end), WER/CER per validation language.
 
-    Logs `val_<name>_wer`, `val_<name>_cer` and `val_wer` (mean WER over the sets, what checkpoints rank by),
-    and appends each evaluation to `history_path` as JSON lines for plots.
+    Logs `val_<name>_wer`, `val_<name>_cer` (TDT head), `val_<name>_ctc_wer`, `val_<name>_ctc_cer` (CTC head)
+    and `val_wer` (mean TDT WER over the sets, what checkpoints rank by), prints one line per evaluation, keeps
+    the last predictions, and appends each evaluation to `history_path` as JSON lines for plots.
     """
 
-    def __init__(self, sets: dict[str, list], every_n_steps: int, batch_size: int, history_path: str | None = None):
+    def __init__(self, sets: dict[str, list], every_n_steps: int, batch_size: int, history_path: str | None = None,
+                 label: str = "validation"):
         self.sets, self.every, self.batch_size = sets, max(1, int(every_n_steps)), batch_size
-        self.history_path = history_path
+        self.history_path, self.label = history_path, label
         self.history: list[dict] = []
+        self.last_predictions: dict[str, list[dict]] = {}
         self._last_step = -1
 
     def run(self, trainer: pl.Trainer, pl_module, log: bool = True) -> dict[str, float]:
@@ -153,8 +159,14 @@ class ValidationByLanguage(pl.Callback):
         for name, r in results.items():
             metrics[f"val_{name}_wer"] = r["wer"]
             metrics[f"val_{name}_cer"] = r["cer"]
+            metrics[f"val_{name}_ctc_wer"] = r["ctc_wer"]
+            metrics[f"val_{name}_ctc_cer"] = r["ctc_cer"]
         metrics["val_wer"] = sum(r["wer"] for r in results.values()) / max(len(results), 1)
+        self.last_predictions = {name: r["predictions"] for name, r in results.items()}
         step = trainer.global_step
+        if trainer.is_global_zero:
+            say(f"[{self.label}] step {step}: " + "  ".join(
+                f"{name} WER {r['wer']:.3f} CER {r['cer']:.3f}" for name, r in results.items()))
         if log:
             pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False)
         record = {"step": step, **metrics}
@@ -184,6 +196,30 @@ class StepTimer(pl.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
+@functools.cache
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU's PyTorch can run a bf16 LSTM (the prediction network) forward and backward: oneDNN's
+    bf16 LSTM needs AVX-512 BF16 or AMX, and on other CPUs it fails deep inside the first training step."""
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.randn(1, 3, 8, requires_grad=True))
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_precision(precision: str, accelerator: str) -> None:
+    """Refuse bf16 training on a CPU that cannot run it, with the setting to use instead."""
+    on_cpu = accelerator == "cpu" or (accelerator in ("auto", None) and not torch.cuda.is_available())
+    if on_cpu and "bf16" in str(precision) and not cpu_runs_bf16_lstm():
+        raise UserError(
+            f"trainer.precision={precision}: this CPU cannot run the model's bf16 LSTM (oneDNN needs AVX-512 BF16 "
+            "or AMX); set trainer.precision=32 (bf16 is for GPUs; on CPU it saves little)"
+        )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Lightning trainer from `cfg.trainer`, with NeMo's exp_manager (logs, checkpoints, resume, final .nemo)."""
     from nemo.utils.exp_manager import exp_manager
@@ -192,6 +228,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     t.pop("val_check_interval", None)  # consumed by ValidationByLanguage
     if t.get("precision", "auto") == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
+    check_precision(t["precision"], t.get("accelerator", "auto"))
+    if t.get("enable_progress_bar", True):
+        callbacks = [*callbacks, StepProgressBar(cfg.exp_manager.name)]
     trainer = pl.Trainer(
         **t,
         callbacks=callbacks,
@@ -206,7 +245,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     ckpt = em.setdefault("checkpoint_callback_params", {})
     ckpt.setdefault("every_n_train_steps", int(cfg.trainer.get("val_check_interval", 50)))
     ckpt.setdefault("every_n_epochs", None)
-    exp_manager(trainer, OmegaConf.create(em))
+    log_dir = exp_manager(trainer, OmegaConf.create(em))
+    if trainer.is_global_zero:
+        open_library_log(Path(log_dir) / "library.log")
     return trainer
 
 
@@ -223,10 +264,11 @@ def fit(
         cfg.trainer.get("val_check_interval", 50),
         cfg.model.validation_ds.batch_size,
         history_path,
+        label=cfg.exp_manager.name,
     )
     timer = StepTimer()
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
-    trainer = build_trainer(cfg, [val, timer, *guards])
+    trainer = build_trainer(cfg, [val, timer, *guards, *adaptation_callbacks(model, cfg)])
     model.set_trainer(trainer)
     model.setup_training_data(OmegaConf.create(train_cfg))
     model.setup_optimization(optim_config=model.cfg.optim)

@@ -21,8 +21,8 @@ from omegaconf import open_dict
 from enhi.errors import UserError
 
 # How much probability mass the new tokens may take from the old ones at step 0 (an upper bound; see
-# `_init_new_output_rows`). The loss moves by about this much per emission step: 2e-4 keeps English loss within
-# 1e-3 of the original while new tokens start only ~7 nats under the old mean logit, so they learn quickly.
+# `mass_offsets`). The loss moves by about this much per emission step: 2e-4 keeps English loss within 1e-3 of
+# the original.
 NEW_TOKEN_MASS_BOUND = 2e-4
 
 
@@ -77,35 +77,59 @@ def _rows(module_param: torch.Tensor, old: torch.Tensor, new_index: list[int], o
     module_param.data[new_index] = old.data[old_index].to(module_param.dtype)
 
 
-@torch.no_grad()
-def _init_new_output_rows(weight: torch.Tensor, bias: torch.Tensor, old_label_rows: list[int], new_rows: list[int]) -> None:
-    """New token rows = mean of the old label rows (tokens and blank), bias lowered by `delta`.
+def mass_offsets(sources: list[list[int]], n_old: int, mass_bound: float) -> torch.Tensor:
+    """Per new row, how far below its sources' mean logit it starts: log(n_new / mass_bound) - log(|S_i|).
 
-    Why this bounds the step-0 change for any input: with z_j = w_j.h + b_j, the new logits equal mean(z_old) -
-    delta, and by Jensen logsumexp(z_old) >= log(n_old) + mean(z_old). So the new tokens' total probability
-    relative to the old ones is at most n_new / n_old * exp(-delta), here NEW_TOKEN_MASS_BOUND: greedy outputs
-    cannot change (a new logit is below the mean, hence below the max) and the loss moves by < 1e-3.
-    Starting from the mean row (not zeros) keeps new tokens' logits near the old ones' scale, so they learn fast.
+    Why this bounds the step-0 change for any input: a new row that is the mean of the old rows S_i (all
+    n_old label rows when S_i is empty) has logit mean_{S_i}(z) - delta_i, and by Jensen
+    logsumexp_{S_i}(z) >= log|S_i| + mean_{S_i}(z), so its probability relative to the old tokens' total is at
+    most exp(-log(n_new / mass_bound)) = mass_bound / n_new; all new rows together take at most `mass_bound`.
+    Greedy outputs cannot change (a new logit is below the max old logit) and the loss moves by ~mass_bound.
+    The mean over every old row (the fallback) gets the smallest offset; a row borrowed from one piece the
+    largest (log(n_old) nats more), since that piece's logit may be the maximum.
     """
+    n_new = len(sources)
+    sizes = torch.tensor([len(s) or n_old for s in sources], dtype=torch.float64)
+    return (math.log(n_new / mass_bound) - torch.log(sizes)).float()
+
+
+@torch.no_grad()
+def _init_new_output_rows(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    old_label_rows: list[int],
+    new_rows: list[int],
+    sources: list[list[int]],
+    mass_bound: float,
+) -> None:
+    """New token rows = mean of their source rows (`sources[i]`, or every old label row when empty, tokens and
+    blank), bias lowered by `mass_offsets`. Starting from old rows (not zeros) keeps new logits near the old
+    ones' scale and, for borrowed rows, pointed at the sounds they stand for, so they learn fast."""
     if not new_rows:
         return
-    n_old, n_new = len(old_label_rows), len(new_rows)
-    delta = math.log(n_new / n_old) - math.log(NEW_TOKEN_MASS_BOUND)
-    weight[new_rows] = weight[old_label_rows].mean(dim=0, keepdim=True)
-    bias[new_rows] = bias[old_label_rows].mean() - delta
+    offsets = mass_offsets(sources, len(old_label_rows), mass_bound).to(bias.device)
+    for i, (row, src) in enumerate(zip(new_rows, sources, strict=True)):
+        src = src or old_label_rows
+        weight[row] = weight[src].mean(dim=0)
+        bias[row] = bias[src].mean() - offsets[i].to(bias.dtype)
 
 
 @torch.no_grad()
-def _init_new_embedding_rows(embed: torch.Tensor, old_rows: list[int], new_rows: list[int], seed: int = 0) -> None:
-    """New decoder-input rows at the scale of the trained ones (mean plus noise of half their spread), rather
-    than NeMo's unit-variance init, so the prediction network sees familiar magnitudes after a new token. Only
-    reached after a new token is emitted, so step-0 English transcripts do not depend on it."""
+def _init_new_embedding_rows(
+    embed: torch.Tensor, old_rows: list[int], new_rows: list[int], sources: list[list[int]], seed: int = 0
+) -> None:
+    """New decoder-input rows at the scale of the trained ones, rather than NeMo's unit-variance init, so the
+    prediction network sees familiar magnitudes after a new token: the mean of the source rows plus a little
+    noise (ties broken), or, for a row without sources, the mean of all old rows plus noise of half their
+    spread. Only reached after a new token is emitted, so step-0 English transcripts do not depend on it."""
     if not new_rows:
         return
     old = embed[old_rows].float()
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(new_rows), embed.shape[1], generator=g).to(embed.device)
-    embed[new_rows] = (old.mean(0) + 0.5 * old.std(0) * noise).to(embed.dtype)
+    for i, (row, src) in enumerate(zip(new_rows, sources, strict=True)):
+        centre, scale = (embed[src].float().mean(0), 0.1) if src else (old.mean(0), 0.5)
+        embed[row] = (centre + scale * old.std(0) * noise[i]).to(embed.dtype)
 
 
 def rebuild_transducer_loss(model) -> None:
@@ -174,12 +198,23 @@ def install_cpu_tdt_loss(model) -> None:
         model.joint.set_loss(model.loss)
 
 
-def change_vocabulary(model, tokenizer_dir: str, transplant: bool = True) -> dict:
+def change_vocabulary(
+    model,
+    tokenizer_dir: str,
+    transplant: bool = True,
+    new_rows: str = "mean",
+    mass_bound: float = NEW_TOKEN_MASS_BOUND,
+) -> dict:
     """Switch `model` to the tokenizer in `tokenizer_dir` and, if `transplant`, carry the old rows across.
 
-    Returns a summary (old/new sizes, rows copied). Without `transplant` this is NeMo's plain
-    `change_vocabulary` (fresh output layers) with the loss rebuilt as configured.
+    New token rows start from the mean of every old label row (`new_rows="mean"`) or, with
+    `new_rows="romanized"`, from the rows of the old pieces that spell their romanization (`enhi.new_rows`;
+    pieces without one fall back to the mean). Either way they hold at most `mass_bound` of the probability
+    at step 0. Returns a summary (old/new sizes, rows copied, rows borrowed). Without `transplant` this is
+    NeMo's plain `change_vocabulary` (fresh output layers) with the loss rebuilt as configured.
     """
+    if new_rows not in ("mean", "romanized"):
+        raise UserError(f"new_rows={new_rows!r}: expected 'mean' or 'romanized'")
     old = VocabLayout.of(model)
     old_pieces = tokenizer_pieces(model)
     saved = {
@@ -200,7 +235,16 @@ def change_vocabulary(model, tokenizer_dir: str, transplant: bool = True) -> dic
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=f"{tokenizer_dir}/tokenizer.model")
-        check_prefix(old_pieces, [sp.id_to_piece(i) for i in range(sp.get_piece_size())], tokenizer_dir)
+        merged_pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+        check_prefix(old_pieces, merged_pieces, tokenizer_dir)
+        added = merged_pieces[old.vocab_size :]
+        if new_rows == "romanized":
+            from enhi.new_rows import borrowed_rows
+
+            # The merged tokenizer spells Latin text exactly as the model's own (merge_token checks it).
+            sources = borrowed_rows(added, f"{tokenizer_dir}/tokenizer.model", old.vocab_size)
+        else:
+            sources = [[] for _ in added]
 
     model.change_vocabulary(new_tokenizer_dir=str(tokenizer_dir), new_tokenizer_type="bpe")
     # NeMo's change_vocabulary keeps the old spec but rebuilds the loss as plain RNN-T: undo that.
@@ -220,7 +264,7 @@ def change_vocabulary(model, tokenizer_dir: str, transplant: bool = True) -> dic
     with torch.no_grad():
         embed = model.decoder.prediction["embed"].weight
         _rows(embed, saved["embed"].to(device), tokens + [new.blank], tokens + [old.blank])
-        _init_new_embedding_rows(embed, tokens, new_tokens)
+        _init_new_embedding_rows(embed, tokens, new_tokens, sources)
         model.decoder.prediction["dec_rnn"].load_state_dict(saved["pred_net"])
         model.joint.enc.load_state_dict(saved["joint_enc"])
         model.joint.pred.load_state_dict(saved["joint_pred"])
@@ -230,19 +274,21 @@ def change_vocabulary(model, tokenizer_dir: str, transplant: bool = True) -> dic
         dst = tokens + [new.blank] + durations_new
         _rows(lin.weight, saved["joint_w"].to(device), dst, src)
         _rows(lin.bias, saved["joint_b"].to(device), dst, src)
-        _init_new_output_rows(lin.weight, lin.bias, tokens + [new.blank], new_tokens)
+        _init_new_output_rows(lin.weight, lin.bias, tokens + [new.blank], new_tokens, sources, mass_bound)
 
         if has_ctc:
             conv = model.ctc_decoder.decoder_layers[-1]
             _rows(conv.weight, saved["ctc_w"].to(device), tokens + [new.blank], tokens + [old.blank])
             _rows(conv.bias, saved["ctc_b"].to(device), tokens + [new.blank], tokens + [old.blank])
-            _init_new_output_rows(conv.weight, conv.bias, tokens + [new.blank], new_tokens)
+            _init_new_output_rows(conv.weight, conv.bias, tokens + [new.blank], new_tokens, sources, mass_bound)
 
     summary["rows_copied"] = {
         "decoder_embedding": len(tokens) + 1,
         "joint_output": len(dst),
         "ctc_output": len(tokens) + 1 if has_ctc else 0,
     }
+    summary["new_rows"] = new_rows
+    summary["rows_borrowed"] = sum(bool(s) for s in sources)
     with open_dict(model.cfg):
         model.cfg.vocab_transplant = {"old_vocab_size": old.vocab_size, "new_vocab_size": new.vocab_size}
     return summary

@@ -33,6 +33,7 @@ def test_adapt_only_writes_the_adapted_model(standin_nemo, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "vocabulary 1024 -> 1278, transplant=True" in r.stdout
+    assert "[NeMo" not in r.stdout + r.stderr and "OneLogger" not in r.stdout + r.stderr  # chatter held back
     from nemo.collections.asr.models import ASRModel
 
     m = ASRModel.restore_from(str(out), map_location="cpu")
@@ -115,3 +116,28 @@ def test_using_birwkv7_switch_swaps_the_encoder_and_survives_save(standin_nemo, 
     m = load_model(OmegaConf.create({"init_from_nemo_model": str(out), "init_from_pretrained_model": None}))
     assert is_birwkv7(m) and m.tokenizer.vocab_size == 1278
     assert all(isinstance(layer.self_attn, BiRWKV7TimeMix) for layer in m.encoder.layers)
+
+
+def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(standin_nemo, small_corpus, tmp_path):
+    """What a person sees during training: phase headers, Lightning's progress bar counted in steps with the loss,
+    one line per validation; NeMo's and Lightning's messages only in the run's library.log (verbose=true: both)."""
+    c = small_corpus
+    argv = [sys.executable, str(SCRIPT), f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+            f"model.train_ds.manifests=[{{path: {c['en_train']}, lang: en}}, {{path: {c['hi_train']}, lang: hi}}]",
+            f"model.validation_ds.sets=[{{name: en, path: {c['en_val']}, lang: en}}, {{name: hi, path: {c['hi_val']}, lang: hi}}]",
+            "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1", "trainer.max_steps=2",
+            "trainer.val_check_interval=2", f"exp_manager.exp_dir={tmp_path / 'runs'}"]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out, err = r.stdout, r.stderr
+    assert "== recipe: adapt the vocabulary ==" in out and "== recipe: fine-tune ==" in out
+    assert "[ft_110M_enhi] step 0: en WER" in out and "[ft_110M_enhi] step 2: en WER" in out and "hi WER" in out
+    assert "ft_110M_enhi: 100%" in out + err and "2/2" in out + err and "loss=" in out + err  # the progress bar
+    for chatter in ("[NeMo I", "[NeMo W", "GPU available", "OneLogger", "Trainer.fit"):
+        assert chatter not in out + err, chatter
+    log = (tmp_path / "runs" / "ft_110M_enhi" / "library.log").read_text(encoding="utf-8")
+    assert "GPU available" in log and "nemo_logger" in log and "OneLogger" in log
+
+    r = subprocess.run([*argv, "verbose=true", "adapt_only=true", f"save_to={tmp_path / 'a.nemo'}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "OneLogger" in r.stderr and "nemo_logger" in r.stderr

@@ -1,0 +1,216 @@
+"""Adaptation methods against each other: how fast Hindi is learned and how much English is kept.
+
+    uv run python bench/bench_adaptation.py                          # every arm, seeds 0 1 2
+    uv run python bench/bench_adaptation.py --arms plain recipe --seeds 0 1 2
+
+Each (arm, seed) is one run of ft_110M_enhi_demo.py, the command users run, on the offline demo's data: the
+shipped English stand-in, the merged tokenizer, the demo's English + Hindi corpus, its steps, learning rate
+and batch size; validation sentences and voices are never used in training. Arms differ only in the
+overrides listed in ARMS. Per checkpoint: English WER and Hindi CER (TDT head; CTC CER beside it). Per arm,
+mean and standard deviation over seeds of: the steps until Hindi CER < 0.9 (the end of the "mute" stage),
+the English dip (worst English WER minus the stand-in's), and the final values. Every arm stays in the table.
+
+Each finished run is kept in bench/adaptation/<arm>__seed<k>.json (with the settings it ran with), so an
+interrupted benchmark, or one extended by an arm or a seed, reruns only what is missing. The table and the
+curves (bench/adaptation.png) go to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from bench.results import header, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "bench" / "adaptation"
+PLOT = ROOT / "bench" / "adaptation.png"
+MUTE_CER = 0.9  # Hindi CER below this = the model has started writing Hindi
+
+# name -> (what it tests, overrides of the YAML / switches). "recipe" is the YAML's defaults, the others
+# each turn one method on (or off) against "transplant_mean", the transplant as it was before these methods.
+BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1",
+        "model.adaptation.freeze_encoder_steps=0"]
+ARMS: dict[str, tuple[str, list[str]]] = {
+    "plain": ("NeMo's change_vocabulary: fresh output layers", ["transplant=false"]),
+    "transplant_mean": ("transplant, new rows = mean old row (the previous default)", BASE),
+    "romanized": ("+ new rows from their romanization's English rows", [*BASE, "model.adaptation.new_rows=romanized"]),
+    "new_rows_lr10": ("+ new rows at 10x the learning rate", [*BASE, "model.adaptation.new_rows_lr_scale=10"]),
+    "freeze_100": ("+ encoder held for the first 100 steps", [*BASE, "model.adaptation.freeze_encoder_steps=100"]),
+    "recipe": ("the YAML's defaults (the recipe users get)", []),
+}
+
+
+def _demo_config() -> tuple[Path, Path]:
+    """The demo's prepared config (corpus, stand-in, merged tokenizer) written as a YAML the runs start from."""
+    from omegaconf import OmegaConf
+
+    from demo import pipeline
+    from demo.common import CACHE
+    from enhi.config import load_run_config
+
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    cfg = pipeline.prepare(cfg)
+    path = CACHE / "bench_adaptation.yaml"
+    OmegaConf.save(cfg, path)
+    return path, Path(cfg.init_from_nemo_model)
+
+
+def _settings(arm: str, seed: int, steps: int, every: int, standin: Path) -> list[str]:
+    from demo import pipeline
+    from demo.common import CACHE
+
+    return [
+        *ARMS[arm][1],
+        f"seed={seed}",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={every}",
+        f"trainer.log_every_n_steps={every}",
+        f"model.train_ds.batch_duration={pipeline.BATCH_DURATION}",
+        f"model.optim.lr={pipeline.FINETUNE_LR}",
+        f"exp_manager.exp_dir={CACHE / 'bench_runs'}",
+        f"exp_manager.name={arm}__seed{seed}",
+        "exp_manager.resume_if_exists=false",
+        "exp_manager.checkpoint_callback_params.save_nemo_on_train_end=false",
+        "exp_manager.checkpoint_callback_params.save_top_k=1",
+        f"# stand-in sha256 {hashlib.sha256(standin.read_bytes()).hexdigest()[:16]}",
+        f"# recipe yaml sha256 {hashlib.sha256((ROOT / 'ft_110M_enhi.yaml').read_bytes()).hexdigest()[:16]}",
+    ]
+
+
+def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path) -> dict:
+    """One (arm, seed): reuse its stored result if it ran with the same settings, else run the script."""
+    from demo.common import CACHE
+    from enhi.atomic import atomic_file
+
+    settings = _settings(arm, seed, steps, every, standin)
+    out = RUNS / f"{arm}__seed{seed}.json"
+    if out.is_file():
+        stored = json.loads(out.read_text())
+        if stored["settings"] == settings:
+            return stored
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import load_script
+
+    script = load_script(ROOT / "ft_110M_enhi_demo.py")
+    argv = [f"config={config}", *[s for s in settings if not s.startswith("#")]]
+    print(f"\n#### {arm}, seed {seed}: {' '.join(ARMS[arm][1]) or '(YAML defaults)'}", flush=True)
+    script.main(argv)
+    hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / "val_history.jsonl"
+    history = [json.loads(line) for line in hist_file.read_text().splitlines()]
+    result = {"arm": arm, "seed": seed, "settings": settings, "history": history}
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def _mean_sd(xs: list[float]) -> str:
+    if any(math.isinf(x) for x in xs):
+        finite = [x for x in xs if not math.isinf(x)]
+        return f"> {max(finite or [0]):.0f} ({len(xs) - len(finite)}/{len(xs)} never)"
+    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{statistics.mean(xs):.3f} ± {sd:.3f}" if max(xs) < 5 else f"{statistics.mean(xs):.0f} ± {sd:.0f}"
+
+
+def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) -> str:
+    def out_of_mute(h: list[dict]) -> float:
+        return next((p["step"] for p in h if p["val_hi_cer"] < MUTE_CER), math.inf)
+
+    lines = [
+        f"Stand-in before adaptation: English WER {standin_en_wer:.3f}. Mean ± standard deviation over seeds.",
+        "",
+        "| arm | seeds | steps to Hindi CER < 0.9 | English dip (worst − stand-in) | final English WER | final Hindi CER | final Hindi CTC CER | what it tests |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for arm, rs in runs.items():
+        hs = [r["history"] for r in rs]
+        lines.append(
+            f"| {arm} | {len(rs)} | {_mean_sd([out_of_mute(h) for h in hs])} "
+            f"| {_mean_sd([max(p['val_en_wer'] for p in h) - standin_en_wer for h in hs])} "
+            f"| {_mean_sd([h[-1]['val_en_wer'] for h in hs])} | {_mean_sd([h[-1]['val_hi_cer'] for h in hs])} "
+            f"| {_mean_sd([h[-1].get('val_hi_ctc_cer', math.nan) for h in hs])} | {ARMS[arm][0]} |"
+        )
+    steps_axis = [p["step"] for p in next(iter(runs.values()))[0]["history"]]
+    lines += ["", "Per checkpoint, mean over seeds: English WER / Hindi CER.", "",
+              "| arm | " + " | ".join(str(s) for s in steps_axis) + " |", "|---|" + "---:|" * len(steps_axis)]
+    for arm, rs in runs.items():
+        cells = []
+        for i in range(len(steps_axis)):
+            en = statistics.mean(r["history"][i]["val_en_wer"] for r in rs)
+            hi = statistics.mean(r["history"][i]["val_hi_cer"] for r in rs)
+            cells.append(f"{en:.3f} / {hi:.3f}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict]], standin: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, ref, title in ((axes[0], "val_en_wer", standin["en"]["wer"], "English WER"),
+                                (axes[1], "val_hi_cer", standin["hi"]["cer"], "Hindi CER")):
+        top = 0.0
+        for arm, rs in runs.items():
+            steps = np.array([p["step"] for p in rs[0]["history"]])
+            vals = np.array([[p[key] for p in r["history"]] for r in rs])
+            mean, sd = vals.mean(0), vals.std(0)
+            first = 1 if arm == "plain" else 0  # plain's step 0 is garbage (WER > 1): keep the scale readable
+            ax.plot(steps[first:], mean[first:], marker="o", label=arm)
+            ax.fill_between(steps[first:], (mean - sd)[first:], (mean + sd)[first:], alpha=0.2)
+            top = max(top, float((mean + sd)[first:].max()))
+        ax.axhline(ref, color="gray", linestyle="--", label="stand-in")
+        ax.set_ylim(0, top * 1.05)
+        ax.set_xlabel("fine-tuning step")
+        ax.set_title(f"{title} (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    from demo import pipeline
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=pipeline.FINETUNE_STEPS, help="fine-tuning steps (the demo's)")
+    p.add_argument("--every", type=int, default=pipeline.FINETUNE_EVERY, help="validate every N steps")
+    p.add_argument("--report-only", action="store_true", help="tabulate the stored runs without running any")
+    args = p.parse_args()
+
+    config, standin = _demo_config()
+    runs: dict[str, list[dict]] = {}
+    for arm in args.arms:
+        for seed in args.seeds:
+            stored = RUNS / f"{arm}__seed{seed}.json"
+            if args.report_only:
+                if stored.is_file():
+                    runs.setdefault(arm, []).append(json.loads(stored.read_text()))
+                continue
+            runs.setdefault(arm, []).append(run(arm, seed, args.steps, args.every, config, standin))
+    from omegaconf import OmegaConf
+
+    scores = pipeline.standin_scores(OmegaConf.load(config))
+    table = summarize(runs, scores["en"]["wer"], args.steps)
+    plot(runs, scores, PLOT)
+    print("\n" + table)
+    title = f"Adaptation methods on the demo corpus ({args.steps} steps, bench/bench_adaptation.py)"
+    write_section("adaptation", "\n".join(header(title)) + "\n" + table + "\n\n![curves](adaptation.png)\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Where fine-tuning updates go: new rows at a higher learning rate (exactly), an encoder held for a warm-up."""
+
+from __future__ import annotations
+
+import torch
+from conftest import MERGED_DIR, ROOT
+
+from enhi.adaptation import EncoderWarmupFreeze, NewRowsLrScale, adaptation_callbacks, new_token_rows
+from enhi.config import load_run_config
+from enhi.tiny_model import build_parakeet_model
+from enhi.transplant import change_vocabulary
+
+
+def _adapted(en_tok_dir, seed: int = 0):
+    model = build_parakeet_model(en_tok_dir, seed=seed)
+    change_vocabulary(model, str(MERGED_DIR), transplant=True)
+    return model
+
+
+def _step(model, opt, callbacks) -> None:
+    """One optimizer step with the callbacks' hooks where Lightning calls them."""
+    g = torch.Generator().manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=g)
+    for cb in callbacks:
+        cb.on_before_optimizer_step(None, model, opt)
+    opt.step()
+    for cb in callbacks:
+        cb.on_train_batch_end(None, model, None, None, 0)
+
+
+def test_new_rows_move_scale_times_as_far_as_adamw_moves_them(en_tok_dir):
+    """AdamW's first step is -lr * (g / (|g| + eps) + wd * p) per weight; the new rows' step is `scale` times that
+    (weight decay included), every other weight's is exactly AdamW's."""
+    model = _adapted(en_tok_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lr, wd, eps, scale = 1e-3, 1e-2, 1e-8, 7.0
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd, eps=eps)
+    _step(model, opt, [NewRowsLrScale(new_token_rows(model), scale)])
+    g = torch.Generator().manual_seed(1)
+    rows = {id(p): r for p, r in new_token_rows(model)}
+    assert len(rows) == 5  # embedding, joint weight and bias, CTC weight and bias
+    for (name, p), grad in zip(model.named_parameters(), [torch.randn(p.shape, generator=g) for p in model.parameters()],
+                               strict=True):
+        p0 = before[name]
+        adamw = -lr * (grad / (grad.abs() + eps) + wd * p0)
+        want = p0 + adamw
+        if id(p) in rows:
+            r = rows[id(p)]
+            want[r] = p0[r] + scale * adamw[r]
+        assert torch.allclose(p.detach(), want, atol=1e-7, rtol=1e-5), name
+    old = int(model.cfg.vocab_transplant.old_vocab_size)
+    assert rows[id(model.joint.joint_net[-1].weight)] == slice(old, model.tokenizer.vocab_size)
+
+
+def test_encoder_warmup_freeze_holds_weights_and_statistics_then_releases(en_tok_dir):
+    model = _adapted(en_tok_dir)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    freeze = EncoderWarmupFreeze(steps=2)
+
+    class Trainer:
+        global_step = 0
+
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    dec_before = model.decoder.prediction["embed"].weight.detach().clone()
+    for step in range(3):
+        Trainer.global_step = step
+        freeze.on_train_batch_start(Trainer, model, None, 0)
+        assert model.encoder.training == (step >= 2)  # eval while held: BatchNorm statistics and dropout as pretrained
+        if step < 2:  # a forward pass in the held state must not move BatchNorm statistics either
+            model.encoder(audio_signal=torch.randn(2, 80, 64), length=torch.tensor([64, 50]))
+        g = torch.Generator().manual_seed(step)
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        freeze.on_before_optimizer_step(Trainer, model, opt)
+        opt.step()
+        held = all(torch.equal(v, enc_before[k]) for k, v in model.encoder.state_dict().items())
+        assert held == (step < 2), step
+    assert not torch.equal(model.decoder.prediction["embed"].weight, dec_before)  # the heads learned meanwhile
+
+
+def test_yaml_settings_attach_the_callbacks(en_tok_dir):
+    model = _adapted(en_tok_dir)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=4",
+                                                             "model.adaptation.freeze_encoder_steps=5"])
+    cbs = adaptation_callbacks(model, cfg)
+    assert [type(c).__name__ for c in cbs] == ["NewRowsLrScale", "EncoderWarmupFreeze"]
+    assert cbs[0].scale == 4.0 and cbs[1].steps == 5
+    # Plain change_vocabulary has no transplanted rows to speed up.
+    plain = build_parakeet_model(en_tok_dir)
+    change_vocabulary(plain, str(MERGED_DIR), transplant=False)
+    assert [type(c).__name__ for c in adaptation_callbacks(plain, cfg)] == ["EncoderWarmupFreeze"]
+    _, off = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=1"])
+    assert adaptation_callbacks(model, off) == []

@@ -1,0 +1,82 @@
+"""The English stand-in shipped in assets/standin/: what it is, how it was made, and that it really transcribes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import EN_MODEL
+
+from demo import standin
+from demo.corpus import corpus_plan, plan_sha256, synthesize
+from enhi.evaluate import error_rates, transcribe_audio
+
+RECORD = json.loads(standin.RECORD.read_text(encoding="utf-8"))
+
+# Written for this test (not from the corpus templates or the hand-written sentences), spoken in validation voices
+# that training never heard.
+UNSEEN = [
+    "The small boat sailed slowly across the quiet lake.",
+    "My neighbour bought a new red bicycle last week.",
+    "Please close the kitchen window before you leave.",
+    "The children played football in the park after school.",
+    "We will visit our grandmother next Sunday morning.",
+    "There is a large brown dog sleeping near the door.",
+    "She forgot her umbrella at the station yesterday.",
+    "The teacher wrote a long letter to the parents.",
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    from nemo.collections.asr.models import ASRModel
+
+    from enhi.transplant import install_cpu_tdt_loss
+
+    m = ASRModel.restore_from(str(standin.SHIPPED), map_location="cpu")
+    install_cpu_tdt_loss(m)
+    return m.eval()
+
+
+def test_it_is_a_small_parakeet_with_the_real_english_tokenizer(model):
+    import sentencepiece as spm
+
+    assert standin.SHIPPED.stat().st_size <= 25 * 2**20
+    assert type(model).__name__ == "EncDecHybridRNNTCTCBPEModel"
+    enc = model.cfg.encoder
+    assert enc._target_.endswith("ConformerEncoder") and enc.self_attention_model == "rel_pos"
+    assert (enc.subsampling, enc.subsampling_factor, enc.d_model, enc.n_layers) == (
+        "dw_striding", 8, standin.SIZES["d_model"], standin.SIZES["n_layers"])
+    assert model.cfg.loss.loss_name == "tdt" and list(model.cfg.model_defaults.tdt_durations) == [0, 1, 2, 3, 4]
+    assert model.joint.num_extra_outputs == 5 and hasattr(model, "ctc_decoder")
+    en = spm.SentencePieceProcessor(model_file=str(EN_MODEL))
+    assert [model.tokenizer.ids_to_tokens([i])[0] for i in range(model.tokenizer.vocab_size)] == [
+        en.id_to_piece(i) for i in range(en.get_piece_size())]
+    assert RECORD["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_the_record_matches_the_corpus_the_repository_would_build():
+    """The corpus hash in the record is the plan of today's text assets and voices: editing them makes it stale."""
+    plan = corpus_plan(RECORD["corpus"]["n_train"], RECORD["corpus"]["n_val"], 0, ("en",))
+    assert plan_sha256(plan) == RECORD["corpus"]["plan_sha256"]
+    assert RECORD["command"] == standin.COMMAND and RECORD["steps"] == standin.STEPS
+
+
+def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(model):
+    val = corpus_plan(RECORD["corpus"]["n_train"], RECORD["corpus"]["n_val"], 0, ("en",))["en"]["val"]
+    audio = [synthesize(u["source"], "en", u["voice"], u["rate"], u["pitch"], u["pitch_range"]) for u in val]
+    hyps = transcribe_audio(model, audio, batch_size=16)
+    wer = error_rates([u["text"] for u in val], hyps)["wer"]
+    assert abs(wer - RECORD["val_en"]["wer"]) <= 0.01, (wer, RECORD["val_en"]["wer"])
+    assert wer <= 0.25
+
+
+def test_it_transcribes_sentences_written_for_this_test_in_unseen_voices(model):
+    from demo.corpus import VOICES
+    from demo.text import normalize_text
+
+    voices = VOICES["en"]["val"]
+    audio = [synthesize(s, "en", voices[i % len(voices)], rate=160) for i, s in enumerate(UNSEEN)]
+    hyps = transcribe_audio(model, audio)
+    r = error_rates([normalize_text(s, "en") for s in UNSEEN], hyps)
+    assert r["wer"] <= 0.5, list(zip(UNSEEN, hyps, strict=True))

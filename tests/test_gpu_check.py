@@ -1,0 +1,350 @@
+"""bench/gpu_check.py: its dry run (every part at toy size on CPU) and the pieces that decide what it reports.
+
+The dry run keeps the GPU check from rotting between the rare runs on a GPU: every part runs, the CUDA-only ones
+say "skipped: no GPU", and bench/RESULTS.md is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+import zipfile
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import ROOT
+from omegaconf import OmegaConf
+
+from bench import gpu_check as gc
+from bench import prepare_gpu_wheels as pw
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """One dry run for the whole module (about a minute and a half on 2 cores): its exit code, output, JSON."""
+    out = tmp_path_factory.mktemp("gpu_check")
+    before = hashlib.sha256(RESULTS.read_bytes()).hexdigest()
+    proc = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--dry-run", "--results", str(out / "RESULTS.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    data = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else None
+    return SimpleNamespace(proc=proc, out=out, data=data, results_before=before)
+
+
+def test_dry_run_reports_every_part(dry_run):
+    assert dry_run.proc.returncode == 0, dry_run.proc.stdout[-3000:] + dry_run.proc.stderr[-3000:]
+    parts = dry_run.data["parts"]
+    assert list(parts) == list(gc.PARTS)
+    assert parts["setup"]["status"].startswith("ok")
+    assert parts["finetune"]["status"] == "ok"
+    for name in ("cuda-tests", "wkv7", "long-audio", "wkv7-fla"):
+        assert parts[name]["status"].startswith("skipped: no GPU"), (name, parts[name]["status"])
+    assert not dry_run.data["gpu"] and dry_run.data["dry_run"]
+    # The CPU cases of bench_wkv7 ran at toy size (in a child process: the path every part takes on a GPU).
+    assert "ours: wkv7 torch (chunked)" in parts["wkv7"]["data"]["toy_cpu_cases"]
+
+
+def test_dry_run_collects_each_cuda_test_and_skips_it(dry_run):
+    cases = dry_run.data["parts"]["cuda-tests"]["data"]["cases"]
+    names = {c["name"] for c in cases}
+    for node in gc.CUDA_TESTS:  # each named test was found (a renamed one fails here) ...
+        module, test = node.split("/")[-1].replace(".py", "").split("::")
+        assert any(n == f"{module}::{test}" or n.startswith(f"{module}::{test.split('[')[0]}[") for n in names), node
+    assert all(c["outcome"] == "skipped" for c in cases)  # ... and skipped for want of a GPU
+
+
+def test_dry_run_fine_tunes_with_both_optimizers_and_the_dispatched_tdt_loss(dry_run):
+    ft = dry_run.data["parts"]["finetune"]["data"]
+    runs = ft["runs"]
+    assert [runs["AdamW"]["optimizer"], runs["AdamW8bit"]["optimizer"]] == ["torch.AdamW", "bitsandbytes.AdamW8bit"]
+    for r in runs.values():
+        assert r["steps"] == gc.DRY_SIZES.steps and r["precision"] == "bf16-mixed"
+        assert len(r["losses"]) == r["steps"] and all(math.isfinite(x) for x in r["losses"]) and r["finite"]
+        # On CPU the dispatcher must have sent every call to the PyTorch loss, with the model's durations.
+        assert "TDTLossTorch, durations [0, 1, 2, 3, 4]" in r["loss_check"]
+        assert "on cpu float32 acts, none on the other branch" in r["loss_check"]
+        assert r["peak_gpu_gib"] is None  # never a GPU figure from a CPU run
+    assert runs["AdamW8bit"]["state_bytes"] < runs["AdamW"]["state_bytes"]
+    tr = ft["transcribe"]
+    assert set(tr) == {"unadapted", "adapted (transplant)", "fine-tuned (AdamW)"}
+    assert tr["adapted (transplant)"]["same_texts"]  # the transplant leaves greedy transcripts as they were
+    assert all(r["rtfx"] > 0 for r in tr.values())
+
+
+def test_dry_run_summary_and_results_copy(dry_run):
+    stdout = dry_run.proc.stdout
+    assert "targets:" in stdout and stdout.count("NOT MEASURED") == 4
+    assert " PASS " not in stdout and " MISS " not in stdout  # verdicts come only from GPU measurements
+    assert hashlib.sha256(RESULTS.read_bytes()).hexdigest() == dry_run.results_before
+    text = (dry_run.out / "RESULTS.md").read_text()
+    for key in ("gpu-check-dry-run", "gpu-check-finetune-dry-run"):
+        assert f"<!-- {key}:start -->" in text
+    # GPU sections of the copy are the original's: a CPU run writes none of them.
+    for key in ("wkv7-bench", "long-audio-bench", "gpu-check", "gpu-check-finetune"):
+        start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
+        section = lambda t, s=start, e=end: t.split(s, 1)[1].split(e, 1)[0] if s in t else None  # noqa: E731
+        assert section(text) == section(RESULTS.read_text()), key
+    assert (dry_run.out / "gpu_check_summary.txt").read_text().startswith("GPU check (dry run")
+
+
+def test_dry_run_refuses_to_write_bench_results():
+    assert gc.main(["--dry-run", "--results", str(RESULTS)]) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loss assertion, on stand-ins for the model (both branches, without a GPU or NeMo).
+# ----------------------------------------------------------------------------------------------------------
+
+
+class TDTLossNumba(torch.nn.Module):  # named as NeMo's numba loss: the check goes by class name
+    def __init__(self, durations, sigma=0.02, omega=0.1):
+        super().__init__()
+        self.durations, self.sigma, self.omega, self.reduction = durations, sigma, omega, "mean_batch"
+
+    def forward(self, acts, labels, act_lens, label_lens):
+        return acts.sum()
+
+
+def _model(durations=(0, 1, 2, 3, 4), numba_durations=(0, 1, 2, 3, 4)):
+    from enhi.tdt_loss import TDTLossTorch
+    from enhi.transplant import DeviceDispatchTDTLoss
+
+    cfg = OmegaConf.create({"loss": {"tdt_kwargs": {"durations": list(durations), "sigma": 0.02, "omega": 0.1}},
+                            "decoding": {"durations": list(durations)}})
+    inner = DeviceDispatchTDTLoss(TDTLossNumba(list(numba_durations)), TDTLossTorch(5, list(durations), sigma=0.02, omega=0.1))
+    return SimpleNamespace(cfg=cfg, loss=SimpleNamespace(_loss=inner), joint=SimpleNamespace(num_extra_outputs=len(durations)))
+
+
+def _call(model, on_cuda_branch: bool):
+    inner = model.loss._loss
+    acts = torch.zeros(1, 2, 2, 6 + 5)
+    loss = inner.cuda_loss if on_cuda_branch else inner.cpu_loss
+    loss(acts=acts, labels=torch.zeros(1, 1, dtype=torch.long), act_lens=torch.tensor([2]), label_lens=torch.tensor([1]))
+
+
+def test_check_tdt_loss_accepts_the_branch_of_the_device():
+    model = _model()
+    calls = gc.tdt_loss_calls(model)
+    _call(model, on_cuda_branch=False)
+    assert "TDTLossTorch" in gc.check_tdt_loss(model, calls, "cpu")
+    # The CUDA form of the check, on the numba stand-in: it wants calls there and none on the PyTorch loss.
+    model = _model()
+    calls = gc.tdt_loss_calls(model)
+    _call(model, on_cuda_branch=True)
+    calls["cuda_loss"] = [("cuda", d) for _, d in calls["cuda_loss"]]  # as if the acts had been on a GPU
+    assert gc.check_tdt_loss(model, calls, "cuda").startswith("NeMo's CUDA TDT loss TDTLossNumba, durations [0, 1, 2, 3, 4]")
+
+
+def test_check_tdt_loss_refuses_the_wrong_branch_or_durations():
+    model = _model()
+    calls = gc.tdt_loss_calls(model)
+    _call(model, on_cuda_branch=True)  # on "CPU", the numba branch ran: refused
+    with pytest.raises(AssertionError, match="loss calls"):
+        gc.check_tdt_loss(model, calls, "cpu")
+    model = _model(numba_durations=(0, 1, 2))
+    calls = gc.tdt_loss_calls(model)
+    _call(model, on_cuda_branch=True)
+    with pytest.raises(AssertionError, match="durations"):
+        gc.check_tdt_loss(model, calls, "cuda")
+    with pytest.raises(AssertionError, match="not DeviceDispatchTDTLoss"):
+        gc.tdt_loss_calls(SimpleNamespace(loss=SimpleNamespace(_loss=torch.nn.Identity())))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The long-audio ladder and the targets.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _ladder(kind: str, gib_per_h: float, base: float, total: float, limit: int = 30) -> list[tuple[float, float | None]]:
+    done: list[tuple[float, float | None]] = []
+    while (h := gc.next_hours(kind, done, total)) is not None and len(done) < limit:
+        mem = base + gib_per_h * h
+        done.append((h, mem if mem <= total else None))
+    return done
+
+
+def test_long_audio_ladder_passes_the_target_then_climbs_to_the_first_oom():
+    done = _ladder("birwkv7", gib_per_h=3.5, base=2.0, total=139.8)
+    hours = [h for h, _ in done]
+    assert hours[:3] == [0.25, 1.0, gc.TARGET_LONG_AUDIO_H + 1]
+    assert 34 <= hours[3] <= 38  # 95% of the straight-line limit (39.1 h), in one step
+    assert done[-1][1] is None and all(m is not None for _, m in done[:-1])  # stops at the first OOM
+    assert len(done) <= 8
+    att = _ladder("attention", gib_per_h=80.0, base=1.0, total=79.2)
+    assert [h for h, _ in att] == [0.25, 0.5, 1.0] and att[-1][1] is None
+
+
+def _parts(ours=4.0, fla=5.0, rows=(("birwkv7", 13.0, 24.0, 1950.0, 48.0, ""),), state=(1000, 256), step=(0.2, 0.21),
+           rtfx=(500.0, 495.0)):
+    run = lambda b, s: {"state_bytes": b, "median_step_s": s}  # noqa: E731
+    return {
+        "wkv7-fla": {"status": "ok", "data": {"rows": [
+            {"shape": "B=8 H=8 N=64 T=4096", "name": "ours: wkv7 cuda", "fwdbwd": ours},
+            {"shape": "B=8 H=8 N=64 T=4096", "name": "fla chunk_rwkv7", "fwdbwd": fla},
+        ]}},
+        "long-audio": {"status": "ok", "data": {"total_gib": 79.2, "rows": [list(r) for r in rows]}},
+        "finetune": {"status": "ok", "data": {
+            "runs": {"AdamW": run(state[0], step[0]), "AdamW8bit": run(state[1], step[1])},
+            "transcribe": {"unadapted": {"rtfx": rtfx[0]}, "adapted (transplant)": {"rtfx": rtfx[1]}},
+        }},
+    }
+
+
+def test_targets_pass_and_miss_only_from_measured_numbers():
+    assert [v for v, *_ in gc.targets(_parts(), gpu=True)] == ["PASS"] * 4
+    missed = gc.targets(_parts(ours=6.0, rows=(("birwkv7", 13.0, None, None, None, "OOM"),), state=(1000, 400),
+                               rtfx=(500.0, 400.0)), gpu=True)
+    assert [v for v, *_ in missed] == ["MISS"] * 4
+    assert [v for v, *_ in gc.targets(_parts(), gpu=False)] == ["NOT MEASURED"] * 4
+    # A part that was cut or never ran leaves its targets unmeasured, not passed or missed.
+    cut = _parts(fla=None, rows=(("birwkv7", 13.0, None, None, None, "not run: time"),))
+    del cut["finetune"]["data"]["runs"]["AdamW8bit"]
+    assert [v for v, *_ in gc.targets(cut, gpu=True)] == ["NOT MEASURED", "NOT MEASURED", "NOT MEASURED", "PASS"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bench/prepare_gpu_wheels.py, offline parts.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_every_wheel_has_a_locked_version_for_python_312():
+    versions = pw.locked_versions(ROOT / "uv.lock") | pw.NOT_IN_LOCK
+    assert all(pw.norm(n) in versions for n in pw.WHEELS)
+    assert len({pw.norm(n) for n in pw.WHEELS}) == len(pw.WHEELS)
+    assert versions["nemo-toolkit"] == "3.0.0"
+
+
+def test_trim_bitsandbytes_keeps_the_cpu_and_chosen_cuda_libraries(tmp_path):
+    wheel = tmp_path / "bitsandbytes-0.0-py3-none-manylinux_2_24_x86_64.whl"
+    libs = ["libbitsandbytes_cpu.so", "libbitsandbytes_cuda118.so", "libbitsandbytes_cuda130.so", "libbitsandbytes_rocm64.so"]
+    members = ["bitsandbytes/__init__.py", *(f"bitsandbytes/{x}" for x in libs)]
+    with zipfile.ZipFile(wheel, "w") as z:
+        for m in members:
+            z.writestr(m, m)
+        z.writestr("bitsandbytes-0.0.dist-info/RECORD", "".join(f"{m},sha256=x,1\n" for m in members))
+    dropped = pw.trim_bitsandbytes(wheel, ["130"])
+    assert sorted(dropped) == ["bitsandbytes/libbitsandbytes_cuda118.so", "bitsandbytes/libbitsandbytes_rocm64.so"]
+    with zipfile.ZipFile(wheel) as z:
+        kept = set(z.namelist())
+        record = z.read("bitsandbytes-0.0.dist-info/RECORD").decode()
+    assert kept == {*members, "bitsandbytes-0.0.dist-info/RECORD"} - set(dropped)
+    assert "cuda118" not in record and "cuda130" in record
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What a GPU run writes, from synthetic measurements (a crash there would lose a rare GPU run's tables).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_tables_and_summary_from_synthetic_measurements(tmp_path):
+    parts = _parts()
+    run = {"optimizer": "torch.AdamW", "batch_duration": 60.0, "steps": 50, "median_step_s": 0.2, "peak_gpu_gib": 9.5,
+           "state_bytes": 900 * 2**20, "losses": [300.0, 120.0], "finite": True, "loss_check": "NeMo's CUDA TDT loss"}
+    parts["finetune"]["data"] = {
+        "model": "110m", "vocab": 1278, "corpus": {"utterances": 104},
+        "runs": {"AdamW": run, "AdamW8bit": {**run, "optimizer": "bitsandbytes.AdamW8bit", "state_bytes": 230 * 2**20}},
+        "transcribe": {name: {"rtfx": 800.0, "wall_s": 0.3, "audio_s": 240.0, "chars": 900}
+                       for name in ("unadapted", "adapted (transplant)", "fine-tuned (AdamW)")},
+    }
+    parts["finetune"]["data"]["transcribe"]["adapted (transplant)"]["same_texts"] = True
+    row = {"shape": "B=8 H=8 N=64 T=4096", "fwd": 1.0, "fwdbwd": 4.0, "note": ""}
+    parts["wkv7"] = {"status": "ok", "data": {"rows": [{**row, "name": "ours: wkv7 cuda"},
+                                                       {**row, "name": "torch SDPA (non-causal)", "fwd": None, "fwdbwd": None,
+                                                        "note": "skipped: out of memory"}]}}
+    parts["wkv7-fla"]["data"]["rows"] = [{**r, "fwd": 1.0, "note": ""} for r in parts["wkv7-fla"]["data"]["rows"]]
+    parts["wkv7-fla"]["data"]["first_call_s_0"] = 190.0
+    parts["long-audio"]["data"].update(layers=24, rows=[["attention", 1.0, None, None, None, "OOM"],
+                                                        ["birwkv7", 13.0, 24.0, 1950.0, 48.0, ""]])
+    parts["cuda-tests"] = {"status": "ok: 1 passed", "data": {"cases": [
+        {"name": "test_tdt_loss::test_matches_nemo_tdt_numba_cuda[0.0--1.0]", "outcome": "passed", "seconds": 9.0, "message": ""}]}}
+    for d in parts.values():
+        d.setdefault("seconds", 1.0)
+    summary = gc.summary_text(parts, gpu=True, machine="NVIDIA H200", elapsed=400, budget=470, dry=False)
+    assert summary.count("PASS") == 4 and "ours: wkv7 cuda 4.00 ms; fla chunk_rwkv7 5.00 ms" in summary
+    path = tmp_path / "RESULTS.md"
+    gc.write_results(parts, summary, path, gpu=True, dry=False, command="python3 bench/gpu_check.py")
+    text = path.read_text()
+    for key in ("gpu-check", "gpu-check-finetune", "wkv7-bench", "long-audio-bench"):
+        assert f"<!-- {key}:start -->" in text
+    assert "| AdamW8bit (bitsandbytes.AdamW8bit) | 50 | 0.200 | 9.5 | 230.0 |" in text
+    assert "| birwkv7 | 13.0 | 24.00 | 1950 | 48.0 |" in text and "| attention | 1.0 | OOM | - | - |" in text
+    assert "| B=8 H=8 N=64 T=4096 | fla chunk_rwkv7 | 1.00 | 5.00 |" in text
+    assert "command (repository root): `python3 bench/gpu_check.py`" in text
+
+
+def test_a_part_past_its_time_limit_is_cut_and_reported(tmp_path):
+    args = SimpleNamespace(work=tmp_path, dry_run=True)
+    d = gc.run_part_isolated("long-audio", args, deadline=time.time() + 0.3)
+    assert d["status"].startswith("cut: time limit")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The GPU branches of the benchmark parts, driven on CPU with the benchmarks' own functions stood in for.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_wkv7_parts_on_a_gpu_split_fla_from_the_rest(monkeypatch):
+    from bench import bench_wkv7 as bw
+
+    seen = []
+
+    def bench_shape(B, H, N, T, reps, device, skip):
+        seen.append((T, tuple(skip)))
+        names = ["ours: wkv7 cuda", "torch SDPA (non-causal)", "fla chunk_rwkv7", "ours: wkv7 torch (chunked)"]
+        return [{"shape": f"B={B} H={H} N={N} T={T}", "name": n, "fwd": 1.0, "fwdbwd": 2.0,
+                 "note": "skipped (--skip)" if any(w in n for w in skip) else ""} for n in names]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bw, "bench_shape", bench_shape)
+    logs = {}
+    for with_fla in (False, True):
+        logs[with_fla] = gc.PartLog("wkv7", None)
+        gc.part_wkv7(gc.GPU_SIZES, logs[with_fla], deadline=float("inf"), with_fla=with_fla)
+    assert seen == [(4096, ("fla",)), (32768, ("fla", "chunked")), (4096, ("torch",)), (32768, ("torch",))]
+    assert [r["name"] for r in logs[True].d["data"]["rows"]] == ["ours: wkv7 cuda", "fla chunk_rwkv7"] * 2
+    assert "fla chunk_rwkv7" not in [r["name"] for r in logs[False].d["data"]["rows"]]
+    assert logs[True].d["status"] == "ok" and "first_call_s_0" in logs[True].d["data"]
+
+
+def test_long_audio_part_on_a_gpu_runs_its_ladder_to_the_first_oom(monkeypatch):
+    from bench import bench_long_audio as bla
+
+    total = 139.8
+
+    def run_one(enc, seconds):
+        h = seconds / 3600
+        mem = (1.0 + 60.0 * h * h) if enc == "attention" else (2.0 + 3.5 * h)
+        if mem > total:
+            raise torch.OutOfMemoryError("simulated")
+        return seconds / 2000.0, mem  # RTFx 2000
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=total * 2**30))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(bla, "encoder", lambda kind, layers: kind)
+    monkeypatch.setattr(bla, "run_one", run_one)
+    monkeypatch.setattr(gc, "quiet_nemo", lambda: None)
+    clock = [0.0]  # the simulated runs take no real time: advance a clock by each run's wall time instead
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    monkeypatch.setattr(bla, "run_one", lambda enc, s: (clock.__setitem__(0, clock[0] + s / 2000.0), run_one(enc, s))[1])
+    log = gc.PartLog("long-audio", None)
+    gc.part_long_audio(gc.GPU_SIZES, log, deadline=1e9)
+    rows = log.d["data"]["rows"]
+    att = [r for r in rows if r[0] == "attention"]
+    rw = [r for r in rows if r[0] == "birwkv7"]
+    assert [r[1] for r in att] == [0.25, 0.5, 1.0, 2.0] and att[-1][5] == "OOM"
+    assert [r[1] for r in rw][:3] == [0.25, 1.0, 13.0] and rw[-1][5] == "OOM"
+    assert [v for v, *_ in gc.targets({"long-audio": log.d}, gpu=True)][1] == "PASS"
+    # With too little time left for the next length, the ladder stops and says so (no run is cut midway).
+    clock[0] = 0.0
+    log = gc.PartLog("long-audio", None)
+    gc.part_long_audio(gc.GPU_SIZES, log, deadline=30.0)
+    assert ["birwkv7", 13.0, None, None, None, "not run: time"] in log.d["data"]["rows"]

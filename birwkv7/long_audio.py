@@ -18,16 +18,27 @@ merge rule (token timestamps, midpoint cut); that machinery is not worth it for 
 Stitching is therefore exact by construction: the result is the concatenation of what the model says for
 each chunk alone (padding in a batch does not change a chunk's result beyond float rounding).
 
-Reports ``duration_s``, ``wall_s`` and ``rtfx`` (= duration / wall). :func:`peak_memory_bytes` measures the
-peak memory of a call deterministically (CUDA allocator on GPU, the profiler's allocator events on CPU).
+Reports ``duration_s``, ``wall_s`` and ``rtfx`` (= duration / wall); an optional ``progress`` callback hears
+about each batch of chunks. :func:`peak_memory_bytes` measures the peak memory of a call deterministically
+(CUDA allocator on GPU, the profiler's allocator events on CPU).
+
+Command line (transcript on stdout, a progress bar over chunks on stderr when there is more than one)::
+
+    uv run python -m birwkv7.long_audio --model converted.nemo --audio talk.wav [--chunk-s 300] [--out talk.txt]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import sys
+import tarfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +48,9 @@ from enhi.errors import UserError, exit_on_user_error
 
 DEFAULT_FALLBACK_CHUNK_S = 480.0
 DEFAULT_MIN_TAIL_S = 1.0
+
+# progress(chunks_done, n_chunks, audio_seconds_done, audio_seconds_total)
+ProgressFn = Callable[[int, int, float, float], None]
 
 
 def model_sample_rate(model: Any) -> int:
@@ -103,8 +117,12 @@ def transcribe_long(
     batch_size: int = 4,
     fallback_chunk_s: float = DEFAULT_FALLBACK_CHUNK_S,
     min_tail_s: float = DEFAULT_MIN_TAIL_S,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Transcribe ``audio`` (1-D float array at the model's sample rate, or a file path) of any length.
+
+    ``progress``, when given and the audio goes in chunks, is called with ``(0, n, 0.0, duration_s)`` before the
+    first batch and with the chunks and audio seconds done after each batch.
 
     Returns ``{"text", "duration_s", "wall_s", "rtfx", "n_chunks", "chunk_s", "mode", "chunk_texts"}``;
     ``mode`` is "single" or "chunked", ``chunk_s`` the chunk length used (None for one pass). Wall time
@@ -124,7 +142,9 @@ def transcribe_long(
 
         samples = load_audio(audio, sr)
     if samples.size == 0:
-        raise UserError("audio is empty")
+        raise UserError(
+            "audio is empty" if isinstance(audio, np.ndarray) else f"{audio}: audio file has no samples"
+        )
     duration_s = samples.size / sr
 
     was_training = model.training
@@ -146,8 +166,13 @@ def transcribe_long(
             mode, used_chunk_s = "chunked", float(chunk_s)
             bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr))
             texts = []
+            if progress is not None:
+                progress(0, len(bounds), 0.0, duration_s)
             for i in range(0, len(bounds), batch_size):
-                texts += transcribe_arrays(model, [samples[s:e] for s, e in bounds[i : i + batch_size]])
+                batch = bounds[i : i + batch_size]
+                texts += transcribe_arrays(model, [samples[s:e] for s, e in batch])
+                if progress is not None:
+                    progress(len(texts), len(bounds), batch[-1][1] / sr, duration_s)
     finally:
         model.train(was_training)
     wall_s = time.perf_counter() - t0
@@ -211,24 +236,172 @@ def format_report(result: dict[str, Any]) -> str:
     )
 
 
+class _ChunkBar:
+    """A ``progress`` callback drawing a tqdm bar on stderr (stdout stays the transcript).
+
+    Drawn only for more than one chunk: a one-pass run is one forward call with nothing to count, and a bar
+    jumping from 0/1 to 1/1 says no more than the report line. Updates come once per batch of chunks (minutes
+    of audio each), so every one is drawn (``mininterval=0``).
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int, done_s: float, total_s: float) -> None:
+        if total < 2:
+            return
+        audio = f"audio {done_s:.0f}/{total_s:.0f} s"
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                postfix=audio,
+                bar_format="transcribing: chunk {n_fmt}/{total_fmt}{postfix} |{bar:20}| [{elapsed}<{remaining}]",
+                mininterval=0,
+                file=sys.stderr,
+            )
+        if done > self.bar.n:  # the first call only opens the bar (update(0) would draw it twice)
+            self.bar.set_postfix_str(audio, refresh=False)
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _unreadable_nemo(path: Path, e: BaseException) -> UserError:
+    return UserError(f"{path}: not a readable .nemo checkpoint ({e}); give a .nemo file saved by NeMo")
+
+
+def _check_model_file(path: Path) -> None:
+    """One-line errors for a model path that is missing or not a .nemo, before the slow NeMo import."""
+    if not path.exists():
+        raise UserError(f"{path}: model not found; give the path of a .nemo file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the .nemo file itself")
+    try:
+        # A .nemo is a tar archive with model_config.yaml; listing the members also reads to the end of the
+        # archive, so a truncated download fails here rather than halfway through restoring.
+        with tarfile.open(path, "r:*") as tar:
+            names = {os.path.basename(m.name) for m in tar.getmembers()}
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise _unreadable_nemo(path, e) from None
+    if "model_config.yaml" not in names:
+        raise UserError(
+            f"{path}: not a NeMo checkpoint (no model_config.yaml inside); give a .nemo file saved by NeMo"
+        )
+
+
+def _check_audio_file(path: Path) -> None:
+    """One-line errors for an audio path that is missing, unreadable or empty, before the model is loaded."""
+    if not path.exists():
+        raise UserError(f"{path}: audio file not found; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give one audio file")
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types for files it cannot parse
+        raise UserError(f"{path}: cannot read audio ({e}); convert it to WAV or FLAC") from None
+    if info.frames == 0:
+        raise UserError(f"{path}: audio file has no samples")
+
+
+@contextlib.contextmanager
+def _quiet_library_logs() -> Iterator[None]:
+    """Keep NeMo's INFO/WARNING lines (NeMo writes INFO to stdout, where the transcript goes) and the telemetry
+    notes of its OneLogger dependency off the terminal while the model is imported and restored; errors still
+    show."""
+    one_logger = logging.getLogger("nv_one_logger")
+    before = one_logger.level
+    one_logger.setLevel(logging.ERROR)
+    try:
+        from nemo.utils import logging as nemo_logging
+
+        with nemo_logging.temp_verbosity(logging.ERROR), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        one_logger.setLevel(before)
+
+
+def _load_model(path: Path, device: str) -> Any:
+    with _quiet_library_logs():
+        from birwkv7.convert import restore
+
+        try:
+            return restore(path, map_location=device)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise _unreadable_nemo(path, e) from None
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> None:
+    """Command line: print the transcript of one audio file (or write it with --out), then a one-line report."""
     p = argparse.ArgumentParser(
-        description="Transcribe one long audio file with a .nemo model (BiRWKV7 or not)."
+        prog="python -m birwkv7.long_audio",
+        description="Transcribe one audio file of any length with a .nemo model (BiRWKV7 or not).",
     )
-    p.add_argument("model", help="path to a .nemo file")
-    p.add_argument("audio", help="audio file of any length")
-    p.add_argument("--chunk-s", type=float, default=None, help="chunk length in seconds (default: one pass)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a .nemo checkpoint (a fine-tuned using_birwkv7 one fits hours in one pass)",
+    )
+    p.add_argument(
+        "--audio", required=True, help="an audio file of any length (WAV, FLAC, ...; resampled if needed)"
+    )
+    p.add_argument(
+        "--chunk-s",
+        type=_positive_float,
+        default=None,
+        help="cut the audio into chunks of this many seconds, with a progress bar (default: one pass)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", default=None, help="write the transcript to this file (whole or not at all)")
     args = p.parse_args(argv)
-    if not os.path.isfile(args.model):
-        raise UserError(f"{args.model}: no such model file")
-    from birwkv7.convert import restore
 
-    model = restore(args.model, map_location=args.device)
-    result = transcribe_long(model, args.audio, chunk_s=args.chunk_s, batch_size=args.batch_size)
-    print(result["text"])
+    model_path, audio_path = Path(args.model), Path(args.audio)
+    # Every check that needs no model runs first: loading one takes a while.
+    _check_model_file(model_path)
+    _check_audio_file(audio_path)
+    if args.out is not None and Path(args.out).is_dir():
+        raise UserError(f"{args.out}: is a folder; give --out a file name")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA GPU here; pass --device cpu")
+
+    model = _load_model(model_path, args.device)
+    bar = _ChunkBar()
+    try:
+        result = transcribe_long(
+            model, audio_path, chunk_s=args.chunk_s, batch_size=args.batch_size, progress=bar
+        )
+    finally:
+        bar.close()
+    if args.out is None:
+        print(result["text"])
+    else:
+        from enhi.atomic import atomic_file
+
+        with atomic_file(args.out, "w", encoding="utf-8") as f:
+            f.write(result["text"] + "\n")
+        print(f"transcript written to {args.out} ({len(result['text'].split())} words)")
     print(format_report(result))
 
 

@@ -1,9 +1,14 @@
 """Long-audio transcription with a tiny BiRWKV7 model on CPU: a 10-minute file in one pass and in chunks,
-exact stitching, the out-of-memory fallback, and peak encoder memory linear in length (attention: not)."""
+exact stitching, the out-of-memory fallback, and peak encoder memory linear in length (attention: not).
+The command line: end to end on a saved tiny model (transcript, progress over chunks, --out) and one-line
+errors for each kind of bad input."""
 
 from __future__ import annotations
 
+import logging
 import math
+import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +84,35 @@ def test_one_pass_falls_back_to_chunks_when_out_of_memory(monkeypatch):
     assert "one pass" in format_report(res)
 
 
+def test_progress_reports_every_batch_of_chunks_after_the_fallback(monkeypatch):
+    monkeypatch.setattr(
+        long_audio,
+        "transcribe_arrays",
+        lambda model, arrays: _oom_if_longer(arrays, 300 * SR) or ["x"] * len(arrays),
+    )
+    calls: list[tuple] = []
+    audio = np.zeros(int(1000.5 * SR), dtype=np.float32)
+    res = transcribe_long(
+        _StubModel(), audio, batch_size=2, fallback_chunk_s=240.0, progress=lambda *a: calls.append(a)
+    )
+    # Nothing for the refused one pass; then chunks 0, 2, 4, 5 of 5 with the audio seconds they end at.
+    assert res["n_chunks"] == 5
+    assert calls == [
+        (0, 5, 0.0, 1000.5),
+        (2, 5, 480.0, 1000.5),
+        (4, 5, 960.0, 1000.5),
+        (5, 5, 1000.5, 1000.5),
+    ]
+    calls.clear()
+    transcribe_long(_StubModel(), audio[: 100 * SR], progress=lambda *a: calls.append(a))
+    assert calls == []  # one pass: one forward call, nothing to count
+
+
+def _oom_if_longer(arrays, limit: int) -> None:
+    if max(len(a) for a in arrays) > limit:
+        raise torch.OutOfMemoryError("simulated: too long for one pass")
+
+
 def _tiny(en_tok_dir: Path, birwkv7: bool):
     from birwkv7.convert import convert_to_birwkv7
     from enhi.tiny_model import build_parakeet_model
@@ -152,3 +186,127 @@ def test_encoder_peak_memory_is_linear_for_birwkv7_and_superlinear_for_attention
     assert 3.7 < rwkv[1] / rwkv[0] < 4.3  # 4x the audio, ~4x the memory
     assert attn[1] / attn[0] > 8  # the (T x T) scores dominate: far above linear
     assert 2 * rwkv[1] < attn[1]
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+CHUNK_S = 10.0
+CLI_SECONDS = 50.0  # 5 chunks of 10 s; with --batch-size 2 the bar moves 0 -> 2 -> 4 -> 5
+
+
+@pytest.fixture(scope="module")
+def saved_tiny(en_tok_dir, tmp_path_factory):
+    """A tiny BiRWKV7 model as .nemo (the CLI's input), the model itself, and a 50 s audio file."""
+    model = _tiny(en_tok_dir, birwkv7=True)
+    folder = tmp_path_factory.mktemp("cli")
+    nemo = folder / "converted.nemo"
+    model.save_to(str(nemo))
+    wav = folder / "talk.wav"
+    sf.write(wav, _segment(CLI_SECONDS, seed=3), SR, subtype="PCM_16")
+    return model, nemo, wav
+
+
+def _cli(*args: str) -> None:
+    long_audio.main([*(str(a) for a in args), "--device", "cpu"])
+
+
+def _bar_states(stderr: str) -> list[tuple[int, ...]]:
+    """(chunk, n, audio s, total s) of each distinct state the progress bar drew, in order."""
+    states = []
+    for line in re.split(r"[\r\n]", stderr):
+        m = re.match(r"transcribing: chunk (\d+)/(\d+), audio (\d+)/(\d+) s", line)
+        if m and (not states or states[-1] != tuple(map(int, m.groups()))):
+            states.append(tuple(map(int, m.groups())))
+    return states
+
+
+def test_cli_prints_the_transcript_with_progress_over_chunks(saved_tiny, capfd):
+    model, nemo, wav = saved_tiny
+    # NeMo's stream handlers hold the sys.stdout of the moment NeMo was imported, which no capture fixture sees
+    # here; a handler of our own on its logger hears every record the CLI lets through.
+    records = _Records()
+    nemo_logger = logging.getLogger("nemo_logger")
+    nemo_logger.addHandler(records)
+    try:
+        _cli("--model", nemo, "--audio", wav, "--chunk-s", CHUNK_S, "--batch-size", 2)
+    finally:
+        nemo_logger.removeHandler(records)
+    out, err = capfd.readouterr()
+    assert [r.getMessage() for r in records.records if r.levelno < logging.ERROR] == []  # restoring is quiet
+    expected = transcribe_long(model, wav, chunk_s=CHUNK_S, batch_size=2)
+    assert len(expected["text"].split()) > 20  # the random model says something: not a comparison of empties
+    # stdout is the transcript and the report, nothing else.
+    lines = out.splitlines()
+    assert len(lines) == 2, out[:2000]
+    assert lines[0] == expected["text"]
+    assert lines[1].startswith("duration 50.0 s, wall ") and lines[1].endswith("(5 chunks of 10 s)")
+    # stderr: the bar covered every chunk and every second, batch by batch.
+    assert _bar_states(err) == [(0, 5, 0, 50), (2, 5, 20, 50), (4, 5, 40, 50), (5, 5, 50, 50)]
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_cli_one_pass_has_no_bar_and_writes_out_whole(saved_tiny, tmp_path, capfd):
+    model, nemo, wav = saved_tiny
+    out_file = tmp_path / "sub" / "talk.txt"
+    _cli("--model", nemo, "--audio", wav, "--out", out_file)
+    out, err = capfd.readouterr()
+    text = transcribe_long(model, wav)["text"]
+    assert out_file.read_text(encoding="utf-8") == text + "\n"
+    assert [p.name for p in out_file.parent.iterdir()] == ["talk.txt"]  # no temporary left beside it
+    lines = out.splitlines()
+    assert lines[0] == f"transcript written to {out_file} ({len(text.split())} words)"
+    assert lines[1].endswith("(one pass)") and len(lines) == 2
+    assert "transcribing:" not in err  # one chunk: no bar
+
+
+def _bad_inputs(folder: Path, good_nemo: Path, good_wav: Path) -> dict[str, tuple[Path, Path, Path, str]]:
+    """name -> (model, audio, the file the message must name, words it must contain)."""
+    (folder / "a_folder.nemo").mkdir()
+    (folder / "notes.nemo").write_text("not a checkpoint\n")
+    data = good_nemo.read_bytes()
+    (folder / "truncated.nemo").write_bytes(data[: len(data) // 2])
+    with tarfile.open(folder / "no_config.nemo", "w") as tar:
+        tar.add(good_wav, arcname="model_weights.ckpt")
+    (folder / "notes.wav").write_text("not audio\n")
+    sf.write(folder / "empty.wav", np.zeros(0, dtype=np.float32), SR)
+    m, a = good_nemo, good_wav
+    return {
+        "model missing": (folder / "none.nemo", a, folder / "none.nemo", "model not found"),
+        "model is a folder": (folder / "a_folder.nemo", a, folder / "a_folder.nemo", "is a folder"),
+        "model not a tar": (folder / "notes.nemo", a, folder / "notes.nemo", "not a readable .nemo"),
+        "model truncated": (folder / "truncated.nemo", a, folder / "truncated.nemo", "not a readable .nemo"),
+        "model without config": (
+            folder / "no_config.nemo",
+            a,
+            folder / "no_config.nemo",
+            "no model_config.yaml",
+        ),
+        "audio missing": (m, folder / "none.wav", folder / "none.wav", "audio file not found"),
+        "audio not a sound file": (m, folder / "notes.wav", folder / "notes.wav", "cannot read audio"),
+        "audio empty": (m, folder / "empty.wav", folder / "empty.wav", "no samples"),
+    }
+
+
+def test_cli_bad_inputs_exit_2_with_one_line_naming_the_file(saved_tiny, tmp_path, capfd):
+    _, nemo, wav = saved_tiny
+    out_file = tmp_path / "out" / "talk.txt"
+    for name, (model, audio, culprit, words) in _bad_inputs(tmp_path, nemo, wav).items():
+        with pytest.raises(SystemExit) as exc:
+            _cli("--model", model, "--audio", audio, "--out", out_file)
+        out, err = capfd.readouterr()
+        assert exc.value.code == 2, name
+        assert out == "", name
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {culprit}: ") and words in lines[0], (
+            name,
+            err,
+        )
+        assert not out_file.parent.exists(), name  # nothing written, not even the folder

@@ -28,12 +28,12 @@ def test_adapt_only_writes_the_adapted_model(standin_nemo, tmp_path):
     out = tmp_path / "adapted.nemo"
     r = subprocess.run(
         [sys.executable, str(SCRIPT), f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
-         "adapt_only=true", f"save_to={out}", f"exp_manager.exp_dir={tmp_path / 'runs'}"],
+         "adapt_only=true", f"save_to={out}", f"exp_manager.exp_dir={tmp_path / 'runs'}", "verbose=true"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "vocabulary 1024 -> 1278, transplant=True" in r.stdout
-    assert "[NeMo" not in r.stdout + r.stderr and "OneLogger" not in r.stdout + r.stderr  # chatter held back
+    assert "nemo_logger" in r.stderr and "OneLogger" in r.stderr  # verbose=true: library messages shown too
     from nemo.collections.asr.models import ASRModel
 
     m = ASRModel.restore_from(str(out), map_location="cpu")
@@ -120,7 +120,8 @@ def test_using_birwkv7_switch_swaps_the_encoder_and_survives_save(standin_nemo, 
 
 def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(standin_nemo, small_corpus, tmp_path):
     """What a person sees during training: phase headers, Lightning's progress bar counted in steps with the loss,
-    one line per validation; NeMo's and Lightning's messages only in the run's library.log (verbose=true: both)."""
+    one line per validation; NeMo's and Lightning's messages only in the run's library.log (verbose=true, which
+    shows them on the terminal too, is checked in test_adapt_only_writes_the_adapted_model)."""
     c = small_corpus
     argv = [sys.executable, str(SCRIPT), f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
             f"model.train_ds.manifests=[{{path: {c['en_train']}, lang: en}}, {{path: {c['hi_train']}, lang: hi}}]",
@@ -137,7 +138,3 @@ def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(stand
         assert chatter not in out + err, chatter
     log = (tmp_path / "runs" / "ft_110M_enhi" / "library.log").read_text(encoding="utf-8")
     assert "GPU available" in log and "nemo_logger" in log and "OneLogger" in log
-
-    r = subprocess.run([*argv, "verbose=true", "adapt_only=true", f"save_to={tmp_path / 'a.nemo'}"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "OneLogger" in r.stderr and "nemo_logger" in r.stderr

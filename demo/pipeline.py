@@ -26,7 +26,7 @@ from enhi.console import phase
 
 # Sizes chosen so the whole demo fits in 15 minutes on a 2-core CPU, from an empty cache.
 N_TRAIN = 2000  # distinct training sentences per language (a subset of the stand-in's English ones)
-FINETUNE_STEPS = 600
+FINETUNE_STEPS = 400
 FINETUNE_EVERY = 100
 FINETUNE_LR = 2e-3  # a small model learns a new script faster at a higher rate than the YAML's (for 110M)
 BATCH_DURATION = 30  # seconds of audio per step: small batches, more updates per CPU second

@@ -54,6 +54,7 @@ def main() -> None:
     import torch
 
     from demo import pipeline as demo
+    from demo.common import N_VAL
     from enhi.config import load_run_config
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -63,7 +64,7 @@ def main() -> None:
     runs = [run(cfg, init, steps, every) for init in ("attention", "random", None)]
 
     lines = [
-        "Validation after each interval on the demo's unseen voices (40 English, 40 Hindi utterances): English",
+        f"Validation after each interval on the demo's unseen voices ({N_VAL} English, {N_VAL} Hindi utterances): English",
         "WER / Hindi CER. `attention` = the unconverted model, the reference.",
         "",
         "| step | " + " | ".join(f"{r['name']} EN WER | {r['name']} HI CER" for r in runs) + " |",

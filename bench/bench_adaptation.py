@@ -112,10 +112,10 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     return result
 
 
-def _mean_sd(xs: list[float]) -> str:
-    if any(math.isinf(x) for x in xs):
+def _mean_sd(xs: list[float], steps: int = 0) -> str:
+    if any(math.isinf(x) for x in xs):  # some seeds never got there within `steps`
         finite = [x for x in xs if not math.isinf(x)]
-        return f"> {max(finite or [0]):.0f} ({len(xs) - len(finite)}/{len(xs)} never)"
+        return f"> {steps} in {len(xs) - len(finite)}/{len(xs)} seeds" + (f", else {statistics.mean(finite):.0f}" if finite else "")
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.3f} ± {sd:.3f}" if max(xs) < 5 else f"{statistics.mean(xs):.0f} ± {sd:.0f}"
 
@@ -133,7 +133,7 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
     for arm, rs in runs.items():
         hs = [r["history"] for r in rs]
         lines.append(
-            f"| {arm} | {len(rs)} | {_mean_sd([out_of_mute(h) for h in hs])} "
+            f"| {arm} | {len(rs)} | {_mean_sd([out_of_mute(h) for h in hs], steps)} "
             f"| {_mean_sd([max(p['val_en_wer'] for p in h) - standin_en_wer for h in hs])} "
             f"| {_mean_sd([h[-1]['val_en_wer'] for h in hs])} | {_mean_sd([h[-1]['val_hi_cer'] for h in hs])} "
             f"| {_mean_sd([h[-1].get('val_hi_ctc_cer', math.nan) for h in hs])} | {ARMS[arm][0]} |"

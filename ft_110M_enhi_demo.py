@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
                 raise UserError("adapt_only=true needs save_to=PATH.nemo")
             print(f"adapted model written to {save_model(model, sw['save_to'])}")
             return
-        # 5. Fine-tune on English + Hindi (new rows faster, encoder held for a warm-up: model.adaptation);
+        # 5. Fine-tune on English + Hindi (pretrained weights slower, new rows faster: model.adaptation);
         #    validation WER/CER per language; checkpoints and final .nemo.
         with phase(f"{arm.name}: fine-tune"):
             _, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=offline_demo))

@@ -36,13 +36,15 @@ MUTE_CER = 0.9  # Hindi CER below this = the model has started writing Hindi
 
 # name -> (what it tests, overrides of the YAML / switches). "recipe" is the YAML's defaults, the others
 # each turn one method on (or off) against "transplant_mean", the transplant as it was before these methods.
-BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1",
-        "model.adaptation.freeze_encoder_steps=0"]
+BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1", "model.adaptation.encoder_lr_scale=1",
+        "model.adaptation.heads_lr_scale=1", "model.adaptation.freeze_encoder_steps=0"]
 ARMS: dict[str, tuple[str, list[str]]] = {
     "plain": ("NeMo's change_vocabulary: fresh output layers", ["transplant=false"]),
     "transplant_mean": ("transplant, new rows = mean old row (the previous default)", BASE),
     "romanized": ("+ new rows from their romanization's English rows", [*BASE, "model.adaptation.new_rows=romanized"]),
     "new_rows_lr10": ("+ new rows at 10x the learning rate", [*BASE, "model.adaptation.new_rows_lr_scale=10"]),
+    "slow_pretrained": ("+ pretrained encoder and heads at 0.25x the learning rate",
+                        [*BASE, "model.adaptation.encoder_lr_scale=0.25", "model.adaptation.heads_lr_scale=0.25"]),
     "freeze_100": ("+ encoder held for the first 100 steps", [*BASE, "model.adaptation.freeze_encoder_steps=100"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
@@ -54,16 +56,26 @@ def _demo_config() -> tuple[Path, Path]:
 
     from demo import pipeline
     from demo.common import CACHE
+    from enhi.atomic import atomic_file
     from enhi.config import load_run_config
 
     _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
     cfg = pipeline.prepare(cfg)
     path = CACHE / "bench_adaptation.yaml"
-    OmegaConf.save(cfg, path)
+    with atomic_file(path, "w", encoding="utf-8") as f:  # two bench processes may start side by side
+        f.write(OmegaConf.to_yaml(cfg))
     return path, Path(cfg.init_from_nemo_model)
 
 
-def _settings(arm: str, seed: int, steps: int, every: int, standin: Path) -> list[str]:
+def _digest(path: Path, cache: Path | None = None) -> str:
+    """sha256 of a file; in a config, this clone's cache folder is written as `demo_cache` so clones agree."""
+    data = path.read_bytes()
+    if cache is not None:
+        data = data.replace(str(cache).encode(), b"demo_cache")
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path) -> list[str]:
     from demo import pipeline
     from demo.common import CACHE
 
@@ -80,8 +92,8 @@ def _settings(arm: str, seed: int, steps: int, every: int, standin: Path) -> lis
         "exp_manager.resume_if_exists=false",
         "exp_manager.checkpoint_callback_params.save_nemo_on_train_end=false",
         "exp_manager.checkpoint_callback_params.save_top_k=1",
-        f"# stand-in sha256 {hashlib.sha256(standin.read_bytes()).hexdigest()[:16]}",
-        f"# recipe yaml sha256 {hashlib.sha256((ROOT / 'ft_110M_enhi.yaml').read_bytes()).hexdigest()[:16]}",
+        f"# stand-in sha256 {_digest(standin)}",
+        f"# demo config sha256 {_digest(config, CACHE)}",  # the YAML as the demo prepares it (data, augmentation)
     ]
 
 
@@ -90,7 +102,7 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     from demo.common import CACHE
     from enhi.atomic import atomic_file
 
-    settings = _settings(arm, seed, steps, every, standin)
+    settings = _settings(arm, seed, steps, every, config, standin)
     out = RUNS / f"{arm}__seed{seed}.json"
     if out.is_file():
         stored = json.loads(out.read_text())
@@ -148,7 +160,39 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
             hi = statistics.mean(r["history"][i]["val_hi_cer"] for r in rs)
             cells.append(f"{en:.3f} / {hi:.3f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    if "recipe" in runs and "plain" in runs:
+        lines += ["", *targets(runs["recipe"], runs["plain"], standin_en_wer)]
     return "\n".join(lines)
+
+
+def targets(recipe: list[dict], plain: list[dict], standin_en_wer: float) -> list[str]:
+    """The issue's targets for the default recipe, each MET or MISSED with the numbers it was judged on (means
+    over seeds, at the stored checkpoints)."""
+    def mean_at(rs: list[dict], key: str) -> list[float]:
+        return [statistics.mean(r["history"][i][key] for r in rs) for i in range(len(rs[0]["history"]))]
+
+    steps = [p["step"] for p in recipe[0]["history"]]
+    r_hi, p_hi, r_en = mean_at(recipe, "val_hi_cer"), mean_at(plain, "val_hi_cer"), mean_at(recipe, "val_en_wer")
+    after = [i for i, s in enumerate(steps) if s >= steps[-1] / 3]
+    mute = {name: next((s for s, c in zip(steps, m, strict=True) if c < MUTE_CER), math.inf)
+            for name, m in (("recipe", r_hi), ("plain", p_hi))}
+
+    def verdict(ok: bool) -> str:
+        return "MET" if ok else "MISSED"
+
+    worst = max(r_en[1:])
+    return [
+        "Targets for the recipe (means over seeds):",
+        f"- Hindi CER <= plain's at every checkpoint from a third of training on: "
+        f"{verdict(all(r_hi[i] <= p_hi[i] for i in after))} ("
+        + ", ".join(f"step {steps[i]}: {r_hi[i]:.3f} vs {p_hi[i]:.3f}" for i in after) + ")",
+        f"- out of the mute stage (mean Hindi CER < {MUTE_CER}) in at most half of plain's steps: "
+        f"{verdict(mute['recipe'] <= mute['plain'] / 2)} (recipe at step {mute['recipe']}, plain at {mute['plain']})",
+        f"- English WER never above the stand-in's + 0.02 ({standin_en_wer + 0.02:.3f}): {verdict(worst <= standin_en_wer + 0.02)}"
+        f" (worst {worst:.3f})",
+        f"- English WER at the end <= the stand-in's ({standin_en_wer:.3f}): {verdict(r_en[-1] <= standin_en_wer)}"
+        f" ({r_en[-1]:.3f})",
+    ]
 
 
 def plot(runs: dict[str, list[dict]], standin: dict, path: Path) -> None:

@@ -1,9 +1,15 @@
-"""Where fine-tuning updates go after the vocabulary change: faster new rows, an encoder held for a warm-up.
+"""Where fine-tuning updates go after the vocabulary change: pretrained weights at their own rates, faster new
+rows, an encoder held for a warm-up.
 
-Both are Lightning callbacks that work with any optimizer (AdamW, 8-bit AdamW) and with resume:
+- `optimizer_param_groups`: NeMo's `optim_param_groups` for a transplanted model, the encoder at
+  `encoder_lr_scale` x `model.optim.lr` and the prediction network, joint and CTC head at `heads_lr_scale` x
+  lr (the schedule scales each group): a fine-tune at the pretraining rate moves the English weights about as
+  far as pretraining did. What English loses first is measured in bench/bench_adaptation.py: new-language
+  tokens creeping into English transcripts, which a slower pretrained model shows less of.
+The other two are Lightning callbacks that work with any optimizer (AdamW, 8-bit AdamW) and with resume:
 - `NewRowsLrScale`: the new tokens' rows (joint and CTC output rows and biases, decoder-embedding rows) learn
-  `scale` times faster than everything else. The transplant starts them several nats below the old logits
-  (the step-0 guarantee); at the base learning rate an Adam update moves a bias by about `lr` per step, so
+  at `new_rows_lr_scale` x lr, whatever their group's rate. The transplant starts them several nats below the
+  old logits (the step-0 guarantee); at the base learning rate an Adam update moves a bias by about `lr` per step, so
   climbing out takes thousands of steps: the "mute" stage. Adam's update is invariant to gradient scale, so
   scaling gradients would do nothing; instead the step's change to those rows is multiplied after the
   optimizer made it, which is exactly a `scale`x learning rate for them (weight decay included).
@@ -70,13 +76,32 @@ class EncoderWarmupFreeze(pl.Callback):
                 p.grad = None
 
 
+HEADS = ("decoder", "joint", "ctc_decoder")  # the model's modules after the encoder (NeMo's attribute names)
+
+
+def _transplanted(model) -> bool:
+    return model.cfg.get("vocab_transplant") is not None
+
+
+def optimizer_param_groups(model, cfg) -> dict[str, dict[str, float]] | None:
+    """NeMo's `optim_param_groups` (module name -> {"lr": ...}) for a transplanted model; None, one group at
+    `model.optim.lr`, for NeMo's plain vocabulary change, whose output layers are new and need the full rate."""
+    if not _transplanted(model):
+        return None
+    a, lr = cfg.model.adaptation, float(cfg.model.optim.lr)
+    groups = {"encoder": {"lr": lr * a.encoder_lr_scale}}
+    groups.update({name: {"lr": lr * a.heads_lr_scale} for name in HEADS if hasattr(model, name)})
+    return groups
+
+
 def adaptation_callbacks(model, cfg) -> list[pl.Callback]:
     """The callbacks `cfg.model.adaptation` asks for (none for a model whose vocabulary was not transplanted)."""
     a = cfg.model.adaptation
     out: list[pl.Callback] = []
-    transplanted = model.cfg.get("vocab_transplant") is not None
-    if transplanted and a.new_rows_lr_scale != 1.0:
-        out.append(NewRowsLrScale(new_token_rows(model), a.new_rows_lr_scale))
+    # The new rows sit in the heads' group, which the optimizer already runs at heads_lr_scale x lr.
+    row_scale = a.new_rows_lr_scale / a.heads_lr_scale
+    if _transplanted(model) and row_scale != 1.0:
+        out.append(NewRowsLrScale(new_token_rows(model), row_scale))
     if a.freeze_encoder_steps > 0:
         out.append(EncoderWarmupFreeze(a.freeze_encoder_steps))
     return out

@@ -84,7 +84,9 @@ class Optim:
 class Adaptation:
     new_rows: str = "mean"  # "romanized" | "mean": where new token rows start (enhi/transplant.py)
     new_token_mass_bound: float = NEW_TOKEN_MASS_BOUND  # most probability the new tokens may hold at step 0
-    new_rows_lr_scale: float = 1.0  # new token rows learn this many times faster (enhi/adaptation.py)
+    new_rows_lr_scale: float = 1.0  # new token rows learn at this x optim.lr (enhi/adaptation.py)
+    encoder_lr_scale: float = 1.0  # the pretrained encoder learns at this x optim.lr
+    heads_lr_scale: float = 1.0  # prediction network, joint and CTC head (their old rows) at this x optim.lr
     freeze_encoder_steps: int = 0  # encoder held (no update, eval mode) for this many steps
 
 

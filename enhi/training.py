@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from enhi.adaptation import adaptation_callbacks
+from enhi.adaptation import adaptation_callbacks, optimizer_param_groups
 from enhi.config import train_manifests
 from enhi.console import StepProgressBar, open_library_log, say
 from enhi.errors import UserError
@@ -94,6 +94,10 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
         if bnb_optim:
             optim["name"] = register_bnb_optimizer()
         model.cfg.optim = optim
+        groups = optimizer_param_groups(model, cfg)  # encoder and heads of a transplanted model at their own rates
+        model.cfg.pop("optim_param_groups", None)
+        if groups:
+            model.cfg.optim_param_groups = groups
 
 
 def train_ds_config(cfg: DictConfig) -> dict[str, Any]:

@@ -83,13 +83,52 @@ def test_encoder_warmup_freeze_holds_weights_and_statistics_then_releases(en_tok
 def test_yaml_settings_attach_the_callbacks(en_tok_dir):
     model = _adapted(en_tok_dir)
     _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=4",
+                                                             "model.adaptation.heads_lr_scale=0.5",
                                                              "model.adaptation.freeze_encoder_steps=5"])
     cbs = adaptation_callbacks(model, cfg)
     assert [type(c).__name__ for c in cbs] == ["NewRowsLrScale", "EncoderWarmupFreeze"]
-    assert cbs[0].scale == 4.0 and cbs[1].steps == 5
+    assert cbs[0].scale == 8.0 and cbs[1].steps == 5  # 4x lr, in a group that runs at 0.5x lr
     # Plain change_vocabulary has no transplanted rows to speed up.
     plain = build_parakeet_model(en_tok_dir)
     change_vocabulary(plain, str(MERGED_DIR), transplant=False)
     assert [type(c).__name__ for c in adaptation_callbacks(plain, cfg)] == ["EncoderWarmupFreeze"]
-    _, off = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=1"])
+    _, off = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=1",
+                                                             "model.adaptation.heads_lr_scale=1"])
     assert adaptation_callbacks(model, off) == []
+
+
+def test_encoder_heads_and_new_rows_take_one_adamw_step_at_their_own_rates(en_tok_dir):
+    """NeMo's optimizer and schedule, built from the YAML with encoder_lr_scale, heads_lr_scale and
+    new_rows_lr_scale: AdamW's first step moves every weight by -lr x (its scale) x (g/|g| + wd p), the encoder's
+    at 0.25, the heads' at 0.5, the new rows' at new_rows_lr_scale (10)."""
+    from enhi.adaptation import HEADS
+    from enhi.training import configure_model
+
+    lr, wd = 1e-3, 1e-3
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+        f"model.optim.lr={lr}", f"model.optim.weight_decay={wd}", "model.optim.sched.warmup_steps=0",
+        "model.adaptation.encoder_lr_scale=0.25", "model.adaptation.heads_lr_scale=0.5",
+        "model.adaptation.new_rows_lr_scale=10", "model.adaptation.freeze_encoder_steps=0", "trainer.max_steps=100"])
+    model = _adapted(en_tok_dir)
+    configure_model(model, cfg, bnb_optim=False)
+    model.setup_optimization(optim_config=model.cfg.optim)
+    opt = model._optimizer
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _step(model, opt, adaptation_callbacks(model, cfg))
+    g = torch.Generator().manual_seed(1)
+    grads = {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+    rows = {id(p): r for p, r in new_token_rows(model)}
+    for name, p in model.named_parameters():
+        unit = -lr * (grads[name] / (grads[name].abs() + 1e-8) + wd * before[name])  # AdamW's first step at lr
+        want = torch.full_like(unit, 0.25 if name.startswith("encoder.") else 0.5 if name.split(".")[0] in HEADS
+                               else 1.0)
+        if id(p) in rows:
+            want[rows[id(p)]] = 10.0
+        assert torch.allclose(p.detach(), before[name] + want * unit, atol=1e-7, rtol=1e-5), name
+    # NeMo's plain change keeps one group at the YAML's rate (its output layers are all new).
+    plain = build_parakeet_model(en_tok_dir)
+    change_vocabulary(plain, str(MERGED_DIR), transplant=False)
+    configure_model(plain, cfg, bnb_optim=False)
+    plain.setup_optimization(optim_config=plain.cfg.optim)
+    assert [grp["lr"] for grp in plain._optimizer.param_groups] == [lr]

@@ -4,14 +4,12 @@ line) or as a counted warning in the per-language summary."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import MERGED_DIR, ROOT
+from conftest import MERGED_DIR, ROOT, load_script
 from omegaconf import OmegaConf
 
 from enhi.config import ManifestSpec, NamedSet, RunCfg
@@ -117,22 +115,27 @@ def test_malformed_manifest_names_file_and_line(tmp_path):
         check_data(_cfg([(str(bad), "en")]), verbose=False)
 
 
-def test_command_prints_summary_or_one_line_error(audio, tmp_path):
+def test_command_prints_summary_or_one_line_error(audio, tmp_path, capsys):
+    """check_data.py's main, in-process (a subprocess would add NeMo's import time twice and test nothing more):
+    exit status 0 and the summary, or 2 and one line on stderr naming the file and line."""
     good = _manifest(tmp_path / "good.json", [{"audio_filepath": audio["ok1"], "duration": 1.0, "text": "hello"}])
     bad = _manifest(tmp_path / "bad.json", [{"audio_filepath": audio["stereo"], "duration": 1.0, "text": "hello"}])
+    script = load_script(ROOT / "check_data.py")
 
-    def run(manifest: str):
-        return subprocess.run(
-            [sys.executable, str(ROOT / "check_data.py"), f"model.tokenizer.dir={MERGED_DIR}",
-             f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
+    def run(manifest: str) -> tuple[int, str, str]:
+        code = 0
+        try:
+            script.main([f"model.tokenizer.dir={MERGED_DIR}", f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]"])
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
 
-    ok = run(good)
-    assert ok.returncode == 0, ok.stderr[-1500:]
-    assert "| train | en | 1 | 0.000 | 1.00-1.00 | 16k×1 | 0.00% | good.json |" in ok.stdout
-    assert "data check passed" in ok.stdout
-    fail = run(bad)
-    assert fail.returncode == 2
-    assert fail.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:1: audio file")
+    code, out, err = run(good)
+    assert code == 0, err[-1500:]
+    assert "| train | en | 1 | 0.000 | 1.00-1.00 | 16k×1 | 0.00% | good.json |" in out
+    assert "data check passed" in out
+    code, out, err = run(bad)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(f"error: {bad}:1: audio file")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.json", "bad.json", *(Path(a).name for a in audio.values())])

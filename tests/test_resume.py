@@ -1,6 +1,6 @@
 """A run killed with SIGKILL (mid-step, or the instant a checkpoint lands) and started again with the same command
 ends exactly where an uninterrupted run ends: same per-step training loss, same weights, same optimizer state
-(AdamW and 8-bit)."""
+(8-bit AdamW's quantized state included)."""
 
 from __future__ import annotations
 
@@ -126,10 +126,12 @@ def uninterrupted(standin_nemo, small_corpus, tmp_path_factory):
     return get
 
 
+# Both kill points with 8-bit AdamW, the optimizer whose state is the project's own concern (its quantized state
+# must come back bit for bit), sharing one uninterrupted run; AdamW's resume is test_training_run's.
 @pytest.mark.parametrize(
     "bnb, when",
-    [(False, "mid-step"), (True, "mid-step"), (False, "at-rename")],
-    ids=["adamw-mid-step", "adamw8bit-mid-step", "adamw-at-checkpoint-rename"],
+    [(True, "mid-step"), (True, "at-rename")],
+    ids=["adamw8bit-mid-step", "adamw8bit-at-checkpoint-rename"],
 )
 def test_sigkill_and_same_command_matches_uninterrupted_run(bnb, when, uninterrupted, standin_nemo, small_corpus, tmp_path):
     whole, killed = uninterrupted(bnb), tmp_path / "killed"

@@ -1,0 +1,40 @@
+"""bench/bench_adaptation.py's verdicts: each target MET or MISSED from the stored curves, with its numbers."""
+
+from __future__ import annotations
+
+from bench.bench_adaptation import summarize, targets
+
+
+def _run(en: list[float], hi: list[float]) -> dict:
+    return {"history": [{"step": 100 * i, "val_en_wer": e, "val_hi_cer": h, "val_hi_ctc_cer": h}
+                        for i, (e, h) in enumerate(zip(en, hi, strict=True))]}
+
+
+def test_targets_are_judged_on_the_means_over_seeds():
+    plain = [_run([5.0, 0.9, 0.8, 0.7, 0.7], [9.0, 0.95, 0.85, 0.8, 0.75])] * 2
+    recipe = [_run([0.06, 0.07, 0.08, 0.07, 0.06], [1.0, 0.85, 0.7, 0.6, 0.5]),
+              _run([0.06, 0.07, 0.08, 0.07, 0.05], [1.0, 0.97, 0.7, 0.6, 0.5])]
+    lines = targets(recipe, plain, standin_en_wer=0.06)
+    # Mean Hindi CER at 100 is 0.91, not below 0.9: out of the mute stage at 200, like plain.
+    assert lines[2] == "- out of the mute stage (mean Hindi CER < 0.9) in at most half of plain's steps: MISSED (recipe at step 200, plain at 200)"
+    assert lines[1].startswith("- Hindi CER <= plain's at every checkpoint from a third of training on: MET (step 200: 0.700 vs 0.850")
+    assert lines[3] == "- English WER never above the stand-in's + 0.02 (0.080): MET (worst 0.080)"
+    assert lines[4] == "- English WER at the end <= the stand-in's (0.060): MET (0.055)"
+    worse = [_run([0.06, 0.2, 0.1, 0.09, 0.07], [1.0, 0.8, 0.9, 0.6, 0.5])] * 3
+    lines = targets(worse, plain, standin_en_wer=0.06)
+    assert "MISSED (step 200: 0.900 vs 0.850" in lines[1] and "MET (recipe at step 100, plain at 200)" in lines[2]
+    assert lines[3].endswith("MISSED (worst 0.200)") and lines[4].endswith("MISSED (0.070)")
+
+
+def test_table_keeps_every_arm_and_says_when_a_seed_never_left_the_mute_stage():
+    mute = _run([0.06, 0.2, 0.2, 0.2, 0.2], [1.0, 1.0, 1.0, 1.0, 1.0])
+    table = summarize({"plain": [_run([5.0, 0.9, 0.8, 0.7, 0.7], [9.0, 0.95, 0.85, 0.8, 0.75])] * 3,
+                       "transplant_mean": [mute, mute, _run([0.06, 0.2, 0.2, 0.2, 0.2], [1.0, 1.0, 0.8, 0.7, 0.6])]},
+                      standin_en_wer=0.06, steps=400)
+    rows: dict[str, str] = {}
+    for line in table.splitlines():  # the summary table comes first, the per-checkpoint one after it
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].lstrip("| "), line)
+    assert "| 3 | 200 ± 0 |" in rows["plain"]
+    assert "| 3 | > 400 in 2/3 seeds, else 200 |" in rows["transplant_mean"]
+    assert "0.140 ± 0.000" in rows["transplant_mean"]  # the English dip, worst minus the stand-in's

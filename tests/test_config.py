@@ -74,6 +74,8 @@ def test_every_setting_reaches_the_model(en_tok_dir, small_corpus, tmp_path):
         "model.loss.omega=0.25",
         "model.ctc_loss_weight=0.4",
         "model.optim.lr=2e-4",
+        "model.adaptation.encoder_lr_scale=0.5",
+        "model.adaptation.heads_lr_scale=0.25",
         "model.optim.weight_decay=0.01",
         "model.optim.sched.warmup_steps=7",
         "trainer.max_steps=123",
@@ -96,8 +98,11 @@ def test_every_setting_reaches_the_model(en_tok_dir, small_corpus, tmp_path):
     model.set_trainer(trainer)
     optimizer, scheduler = model.setup_optimization(optim_config=model.cfg.optim)
     assert type(optimizer).__name__ == "AdamW"
-    g = optimizer.param_groups[0]
-    assert g["initial_lr"] == 2e-4 and g["weight_decay"] == 0.01
+    # NeMo's param groups: the modules not named (none here), then the encoder, then the heads.
+    encoder = {id(p) for p in model.encoder.parameters()}
+    for g in optimizer.param_groups:
+        want = 2e-4 * (0.5 if id(g["params"][0]) in encoder else 0.25)
+        assert g["initial_lr"] == pytest.approx(want) and g["weight_decay"] == 0.01
     sched = scheduler["scheduler"]
     assert sched.max_steps == 123 and sched.warmup_steps == 7  # the schedule follows trainer.max_steps
 

@@ -39,6 +39,17 @@ def load_script(path: Path):
     return mod
 
 
+def run_main(script: Path, argv: list[str], capsys) -> tuple[int, str, str]:
+    """A top-level script's `main(argv)` in-process, ending as its command would: (exit status, stdout, stderr)."""
+    code = 0
+    try:
+        load_script(script).main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    printed = capsys.readouterr()
+    return code, printed.out, printed.err
+
+
 @pytest.fixture(scope="session")
 def en_tok_dir(tmp_path_factory) -> Path:
     """Parakeet's real English tokenizer as a NeMo tokenizer folder."""

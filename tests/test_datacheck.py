@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import MERGED_DIR, ROOT, load_script
+from conftest import MERGED_DIR, ROOT, run_main
 from omegaconf import OmegaConf
 
 from enhi.config import ManifestSpec, NamedSet, RunCfg
@@ -120,16 +120,9 @@ def test_command_prints_summary_or_one_line_error(audio, tmp_path, capsys):
     exit status 0 and the summary, or 2 and one line on stderr naming the file and line."""
     good = _manifest(tmp_path / "good.json", [{"audio_filepath": audio["ok1"], "duration": 1.0, "text": "hello"}])
     bad = _manifest(tmp_path / "bad.json", [{"audio_filepath": audio["stereo"], "duration": 1.0, "text": "hello"}])
-    script = load_script(ROOT / "check_data.py")
-
     def run(manifest: str) -> tuple[int, str, str]:
-        code = 0
-        try:
-            script.main([f"model.tokenizer.dir={MERGED_DIR}", f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]"])
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_main(ROOT / "check_data.py", [f"model.tokenizer.dir={MERGED_DIR}",
+                                                 f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]"], capsys)
 
     code, out, err = run(good)
     assert code == 0, err[-1500:]

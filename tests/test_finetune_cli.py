@@ -8,20 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MERGED_DIR, ROOT, load_script
+from conftest import MERGED_DIR, ROOT, run_main
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
 
-def _script():
-    return load_script(SCRIPT)
-
-
 def _run_inprocess(capsys, *argv: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as e:
-        _script().main(list(argv))
-    err = capsys.readouterr().err.strip().splitlines()
-    return e.value.code, err[-1] if err else ""
+    """The script in-process: its exit status and the last line it printed on stderr."""
+    code, _, err = run_main(SCRIPT, list(argv), capsys)
+    lines = err.strip().splitlines()
+    return code, lines[-1] if lines else ""
 
 
 def _bad_manifest(tmp_path, content: str):
@@ -94,14 +90,14 @@ def test_adapt_only_writes_the_adapted_model_with_the_birwkv7_switch(standin_nem
 
     out = tmp_path / "adapted.nemo"
     try:
-        _script().main([f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
-                        "using_birwkv7=true", "adapt_only=true", f"save_to={out}",
-                        f"exp_manager.exp_dir={tmp_path / 'runs'}", "verbose=true"])
+        code, stdout, stderr = run_main(SCRIPT, [
+            f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}", "using_birwkv7=true",
+            "adapt_only=true", f"save_to={out}", f"exp_manager.exp_dir={tmp_path / 'runs'}", "verbose=true"], capsys)
     finally:
         console._library_log.echo = False  # verbose is process-wide: later tests run quiet again
-    printed = capsys.readouterr()
-    assert "vocabulary 1024 -> 1278, transplant=True" in printed.out
-    assert "nemo_logger" in printed.err  # verbose=true: library messages shown too
+    assert code == 0, stderr[-2000:]
+    assert "vocabulary 1024 -> 1278, transplant=True" in stdout
+    assert "nemo_logger" in stderr  # verbose=true: library messages shown too
     m = ASRModel.restore_from(str(out), map_location="cpu")
     assert m.tokenizer.vocab_size == 1278 and m.joint.num_classes_with_blank == 1278 + 1 + 5
     assert type(m.loss._loss).__name__ == "TDTLossNumba" and m.loss._loss.durations == [0, 1, 2, 3, 4]

@@ -19,12 +19,20 @@ from omegaconf.errors import OmegaConfBaseException
 from enhi.errors import UserError
 from enhi.transplant import NEW_TOKEN_MASS_BOUND
 
+SOURCE_TYPES = ("nemo", "nemo_tarred", "lhotse_shar")
+
 
 @dataclass
 class ManifestSpec:
+    """One training source. `python -m enhi.shards` makes the sharded kinds from a plain manifest."""
+
+    # nemo: a manifest (one audio file a line); nemo_tarred: its manifest(s), a brace pattern as NeMo takes them
+    # (shards/sharded_manifests/manifest__OP_0..7_CL_.json); lhotse_shar: the Shar folder (cuts.*.jsonl.gz + tars)
     path: str = MISSING
-    lang: str = MISSING
-    weight: float = 1.0
+    lang: str = MISSING  # tags every utterance (validation per language, the data check's summary)
+    weight: float = 1.0  # sampling weight in the mix
+    type: str = "nemo"  # one of SOURCE_TYPES
+    tarred_audio_filepaths: str | None = None  # nemo_tarred only: the tars, e.g. shards/audio__OP_0..7_CL_.tar
 
 
 @dataclass
@@ -42,6 +50,8 @@ class TrainDs:
     min_duration: float = 0.3
     max_duration: float = 20.0
     shuffle: bool = True
+    # Dataloader worker processes (decode audio off the training process). Resume after a kill is exact with any
+    # number for plain manifests; for sharded sources only with 0 (see enhi.training.train_ds_config).
     num_workers: int = 0
 
 
@@ -122,6 +132,11 @@ def train_manifests(cfg: DictConfig) -> list:
     return list(cfg.model.train_ds.manifests)
 
 
+def sharded_sources(cfg: DictConfig) -> bool:
+    """Whether any training source is sharded (nemo_tarred, lhotse_shar): NeMo then streams all of them."""
+    return any(s.type != "nemo" for s in cfg.model.train_ds.manifests)
+
+
 def _parse_value(text: str) -> Any:
     return OmegaConf.create(f"v: {text}")["v"] if text != "" else ""
 
@@ -175,6 +190,14 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
         OmegaConf.merge(OmegaConf.structured(ExpManagerConfig), OmegaConf.to_container(cfg.exp_manager, resolve=True))
     except OmegaConfBaseException as e:
         raise UserError(f"{yaml_path}: exp_manager: {str(e).splitlines()[0]}") from None
+    for i, s in enumerate(cfg.model.train_ds.manifests):
+        where = f"{yaml_path}: model.train_ds.manifests[{i}] ({s.path})"
+        if s.type not in SOURCE_TYPES:
+            raise UserError(f"{where}: type {s.type!r} is not one of {', '.join(SOURCE_TYPES)}")
+        if s.type == "nemo_tarred" and not s.tarred_audio_filepaths:
+            raise UserError(f"{where}: type nemo_tarred needs tarred_audio_filepaths (the tars, e.g. audio__OP_0..7_CL_.tar)")
+        if s.type != "nemo_tarred" and s.tarred_audio_filepaths:
+            raise UserError(f"{where}: tarred_audio_filepaths is only for type nemo_tarred; add type: nemo_tarred")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:
         raise UserError(f"{yaml_path}: both init_from_pretrained_model and init_from_nemo_model are set; set one of them")
     if cfg.init_from_nemo_model and not Path(cfg.init_from_nemo_model).is_file():

@@ -148,23 +148,44 @@ def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars
         rep.issue("unk", f"{where}: {bad[0]!r}")
 
 
-def _manifests(cfg: DictConfig) -> Iterable[tuple[str, str, str]]:
-    for s in cfg.model.train_ds.manifests:
-        yield "train", str(s.path), s.lang
+def inspect_sharded(spec, unk: UnkChars, min_duration: float, max_duration: float) -> ManifestReport:
+    """A NeMo tarred or Lhotse Shar source from its metadata: utterances, durations and transcripts from the
+    manifests or cut records, tars scanned header by header (`enhi.shards`); no audio is decoded."""
+    from enhi.shards import source_entries
+
+    rep = ManifestReport(f"{spec.path} ({spec.type})", "train", spec.lang)
+    for e in source_entries(spec):
+        rep.n += 1
+        rep.seconds += e.duration
+        rep.min_s, rep.max_s = min(rep.min_s, e.duration), max(rep.max_s, e.duration)
+        if e.sample_rate is not None:  # Shar records carry it, NeMo tarred manifests do not
+            rep.sample_rates[e.sample_rate] += 1
+            if e.sample_rate != SAMPLE_RATE:
+                rep.issue("resampled", f"{e.where}: {e.sample_rate} Hz")
+        if e.duration < min_duration:
+            rep.issue("too_short", f"{e.where}: {e.duration:.2f} s")
+        if e.duration > max_duration:
+            rep.issue("too_long", f"{e.where}: {e.duration:.2f} s")
+        _check_text(rep, e, e.where, unk)
+    return rep
+
+
+def _eval_manifests(cfg: DictConfig) -> Iterable[tuple[str, str, str]]:
     for split, spec in (("validation", cfg.model.validation_ds), ("test", cfg.model.test_ds)):
         for s in spec.sets:
             yield split, str(s.path), s.lang
 
 
 def inspect_run(cfg: DictConfig) -> list[ManifestReport]:
-    """Inspect every manifest of a run config (training ones against the duration limits)."""
-    train_manifests(cfg)  # refuses an empty list
+    """Inspect every source of a run config (training ones against the duration limits)."""
     unk = UnkChars(cfg.model.tokenizer.dir)
     t = cfg.model.train_ds
-    return [
-        inspect_manifest(path, split, lang, unk, *((t.min_duration, t.max_duration) if split == "train" else ()))
-        for split, path, lang in _manifests(cfg)
+    train = [
+        inspect_manifest(s.path, "train", s.lang, unk, t.min_duration, t.max_duration) if s.type == "nemo"
+        else inspect_sharded(s, unk, t.min_duration, t.max_duration)
+        for s in train_manifests(cfg)  # refuses an empty list
     ]
+    return train + [inspect_manifest(path, split, lang, unk) for split, path, lang in _eval_manifests(cfg)]
 
 
 # Problems that stop the run, each with the fix the one-line message gives.

@@ -95,9 +95,10 @@ class ResumeState(pl.Callback):
     restores the RNG just before the first resumed step.
 
     Counted here rather than taken from the sampler because the loader runs ahead of training (Lightning
-    prefetches a batch, worker processes more). Exact with `num_workers: 0`, where the sampler lives in the
-    training process; with workers the sampler is in each worker and only the step counter, weights, optimizer
-    and scheduler resume (Lightning then restarts the epoch's data).
+    prefetches a batch, worker processes more). Exact wherever the sampler lives in the training process: plain
+    manifests with any `num_workers`, sharded sources with `num_workers: 0`. With workers, a sharded source's
+    sampler is copied into each worker, out of reach: only the step counter, weights, optimizer and scheduler
+    resume, and the data stream is drawn anew (`enhi.training.train_ds_config`).
     """
 
     def __init__(self):
@@ -129,7 +130,8 @@ class ResumeState(pl.Callback):
         self.logged_steps, self._restored = state["logged_steps"], True
         dl = getattr(self, "_dataloader", None)
         sampler = _lhotse_sampler(dl) if dl is not None else None
-        if sampler is None or dl.num_workers > 0:
+        in_workers = dl is not None and dl.num_workers > 0 and sampler is not getattr(dl, "sampler", None)
+        if sampler is None or in_workers:  # an iterable dataset's sampler runs inside each worker
             return
         sampler.set_epoch(self.epoch)
         sampler.allow_iter_to_reset_state()

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from enhi.adaptation import adaptation_callbacks, optimizer_param_groups
-from enhi.config import train_manifests
+from enhi.config import sharded_sources, train_manifests
 from enhi.console import StepProgressBar, open_library_log, say
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
@@ -100,15 +100,41 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
             model.cfg.optim_param_groups = groups
 
 
-def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
-    """NeMo's Lhotse config: per-language manifests mixed by weight, tagged with `lang`, bucketed by duration."""
+def _input_cfg(s) -> dict[str, Any]:
+    """One `model.train_ds.manifests` entry as an item of NeMo's Lhotse `input_cfg`, tagged with its language."""
+    item = {"weight": float(s.weight), "tags": {"lang": s.lang}}
+    if s.type == "lhotse_shar":
+        return {"type": "lhotse_shar", "shar_path": str(s.path), **item}
+    if s.type == "nemo_tarred":
+        return {"type": "nemo_tarred", "manifest_filepath": str(s.path),
+                "tarred_audio_filepaths": str(s.tarred_audio_filepaths), **item}
+    return {"type": "nemo", "manifest_filepath": str(s.path), **item}
+
+
+def train_ds_config(cfg: DictConfig, rank: int = 0, resumed_step: int = 0) -> dict[str, Any]:
+    """NeMo's Lhotse config: the training sources mixed by weight, tagged with `lang`, bucketed by duration.
+
+    Plain manifests are sampled in the training process (workers only load audio), so a resumed run
+    fast-forwards the sampler to the exact batch, whatever `num_workers` (`enhi.resilience.ResumeState`).
+    A sharded source (nemo_tarred, lhotse_shar) makes the dataset iterable: each worker reads its own stream
+    of shuffled shards, seeded from `seed`, its worker id and the rank (Lhotse's "randomized"), so neither
+    workers nor DDP ranks repeat each other's data; with `num_workers: 0` the stream is the training process's
+    own (seed + 100000 x rank) and is fast-forwarded on resume like a sampler. With workers it cannot be: a
+    resumed run (`resumed_step` > 0) draws a new stream from seed + resumed_step instead of replaying the
+    batches before the kill. Weights, optimizer, schedule and step still resume exactly; the data order not.
+    """
     t = cfg.model.train_ds
+    sources = train_manifests(cfg)
+    iterable = sharded_sources(cfg)
+    if not iterable:
+        seed, shard_seed = cfg.seed, cfg.seed
+    elif t.num_workers == 0:
+        seed, shard_seed = cfg.seed, cfg.seed + 100000 * rank
+    else:
+        seed, shard_seed = cfg.seed + resumed_step, "randomized"
     return {
         "use_lhotse": True,
-        "input_cfg": [
-            {"type": "nemo", "manifest_filepath": str(s.path), "weight": float(s.weight), "tags": {"lang": s.lang}}
-            for s in train_manifests(cfg)
-        ],
+        "input_cfg": [_input_cfg(s) for s in sources],
         "sample_rate": 16000,
         "batch_duration": t.batch_duration,
         "use_bucketing": t.num_buckets > 1,
@@ -123,9 +149,16 @@ def train_ds_config(cfg: DictConfig) -> dict[str, Any]:
         "max_duration": t.max_duration,
         "shuffle": t.shuffle,
         "num_workers": t.num_workers,
-        "seed": cfg.seed,
-        "shard_seed": cfg.seed,
+        "seed": seed,
+        "shard_seed": shard_seed,
+        # NeMo refuses to mix streamed and indexed sources unless told which to make of the mix.
+        "force_iterable_dataset": iterable,
     }
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global step a Lightning checkpoint was saved at (memory-mapped: the weights are not read)."""
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
 
 
 def eval_sets(spec: DictConfig) -> dict[str, list]:
@@ -233,6 +266,13 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     if t.get("precision", "auto") == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32"
     check_precision(t["precision"], t.get("accelerator", "auto"))
+    if sharded_sources(cfg) and "limit_train_batches" not in t:
+        # Sharded sources are an endless stream (NeMo repeats them), so an "epoch" is whatever Lightning is told;
+        # without a number NeMo would ask the stream its length. One epoch for the whole run.
+        if int(t.get("max_steps", -1)) <= 0:
+            raise UserError("sharded training sources (nemo_tarred, lhotse_shar) are an endless stream: "
+                            "set trainer.max_steps")
+        t["limit_train_batches"] = int(t["max_steps"]) * int(t.get("accumulate_grad_batches", 1))
     if t.get("enable_progress_bar", True):
         callbacks = [*callbacks, StepProgressBar(cfg.exp_manager.name)]
     trainer = pl.Trainer(
@@ -262,7 +302,6 @@ def fit(
     pl.seed_everything(cfg.seed, workers=True)
     # Manifests and audio are checked by enhi.datacheck.check_data, which the script runs before loading a model;
     # the validation sets are read here, before the trainer creates any folder.
-    train_cfg = train_ds_config(cfg)
     val = ValidationByLanguage(
         eval_sets(cfg.model.validation_ds),
         cfg.trainer.get("val_check_interval", 50),
@@ -274,7 +313,8 @@ def fit(
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
     trainer = build_trainer(cfg, [val, timer, *guards, *adaptation_callbacks(model, cfg)])
     model.set_trainer(trainer)
-    model.setup_training_data(OmegaConf.create(train_cfg))
+    resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path else 0  # exp_manager sets it when resuming
+    model.setup_training_data(OmegaConf.create(train_ds_config(cfg, trainer.global_rank, resumed)))
     model.setup_optimization(optim_config=model.cfg.optim)
     if val.sets and eval_at_start and not trainer.ckpt_path:  # exp_manager sets ckpt_path when resuming
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training

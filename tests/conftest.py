@@ -15,7 +15,13 @@ EN_MODEL = ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model"
 HI_DIR = ROOT / "assets" / "tokenizers" / "hi256"
 MERGED_DIR = ROOT / "en1024_hi256"
 
-torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))  # the cores this process may use
+# Under pytest-xdist (`-n 2` in pyproject.toml) each worker gets one core's share: one torch thread, and one for
+# the subprocesses it starts (OMP_NUM_THREADS is inherited). Two 2-thread processes on 2 cores stall each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, len(os.sched_getaffinity(0))))  # the cores this process may use
 
 
 @pytest.fixture

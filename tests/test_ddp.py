@@ -28,7 +28,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
             f"model.validation_ds.sets=[{{name: en, path: {small_corpus['en_val']}, lang: en}}, {{name: hi, path: {small_corpus['hi_val']}, lang: hi}}]",
             "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1",
             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
-            "trainer.max_steps=4", "trainer.val_check_interval=2",
+            "trainer.max_steps=2", "trainer.val_check_interval=2",
             f"exp_manager.exp_dir={tmp_path}", "exp_manager.name=ddp",
         ],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
@@ -51,6 +51,6 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
 
     # Validation was scored once per interval (each rank transcribed half, rank 0 wrote the history).
     history = [json.loads(line) for line in (run / "val_history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [0, 2, 4]
+    assert [h["step"] for h in history] == [0, 2]
     names = [p.name for p in run.rglob("*")]
     assert not [n for n in names if re.search(r"rank-?1|rank_1", n)], names

@@ -23,10 +23,11 @@ from omegaconf import OmegaConf
 from bench import gpu_check as gc
 from bench import prepare_gpu_wheels as pw
 
+pytestmark = pytest.mark.xdist_group("gpu_check")  # on one worker, which builds the shared run once
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: under xdist a module fixture can be rebuilt
 def dry_run(tmp_path_factory):
     """One dry run for the whole module (about a minute and a half on 2 cores): its exit code, output, JSON."""
     out = tmp_path_factory.mktemp("gpu_check")

@@ -16,8 +16,9 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, load_script
 
+pytestmark = pytest.mark.xdist_group("resume")  # on one worker, which builds the shared run once
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
-STEPS = 10
+STEPS = 6
 
 
 def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool) -> list[str]:
@@ -112,7 +113,7 @@ def _killed_run(argv: list[str], run_dir: Path, when: str) -> None:
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed, not finished
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: under xdist a module fixture can be rebuilt
 def uninterrupted(standin_nemo, small_corpus, tmp_path_factory):
     """The uninterrupted run for each optimizer, trained once and shared by the kill points."""
     runs: dict[bool, Path] = {}

@@ -198,6 +198,9 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
             raise UserError(f"{where}: type nemo_tarred needs tarred_audio_filepaths (the tars, e.g. audio__OP_0..7_CL_.tar)")
         if s.type != "nemo_tarred" and s.tarred_audio_filepaths:
             raise UserError(f"{where}: tarred_audio_filepaths is only for type nemo_tarred; add type: nemo_tarred")
+    if sharded_sources(cfg) and int(cfg.trainer.get("max_steps", -1)) <= 0:
+        raise UserError(f"{yaml_path}: sharded training sources (nemo_tarred, lhotse_shar) are an endless stream; "
+                        "set trainer.max_steps")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:
         raise UserError(f"{yaml_path}: both init_from_pretrained_model and init_from_nemo_model are set; set one of them")
     if cfg.init_from_nemo_model and not Path(cfg.init_from_nemo_model).is_file():

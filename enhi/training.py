@@ -268,10 +268,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     check_precision(t["precision"], t.get("accelerator", "auto"))
     if sharded_sources(cfg) and "limit_train_batches" not in t:
         # Sharded sources are an endless stream (NeMo repeats them), so an "epoch" is whatever Lightning is told;
-        # without a number NeMo would ask the stream its length. One epoch for the whole run.
-        if int(t.get("max_steps", -1)) <= 0:
-            raise UserError("sharded training sources (nemo_tarred, lhotse_shar) are an endless stream: "
-                            "set trainer.max_steps")
+        # without a number NeMo would ask the stream its length. One epoch for the whole run (max_steps is
+        # required for them by enhi.config).
         t["limit_train_batches"] = int(t["max_steps"]) * int(t.get("accumulate_grad_batches", 1))
     if t.get("enable_progress_bar", True):
         callbacks = [*callbacks, StepProgressBar(cfg.exp_manager.name)]

@@ -162,12 +162,14 @@ def test_a_broken_shar_folder_is_one_line_naming_the_file(damage, message, shard
     ("{type: nemo_tarred, path: x.json, lang: hi}", "type nemo_tarred needs tarred_audio_filepaths"),
     ("{path: x.json, tarred_audio_filepaths: a.tar, lang: hi}", "tarred_audio_filepaths is only for type nemo_tarred"),
     ("{type: nemo_tarred, path: x.json, tarred_audio_filepath: a.tar, lang: hi}", "tarred_audio_filepath"),
+    ("{type: lhotse_shar, path: d, lang: hi}] trainer.max_steps=-1", "endless stream; set trainer.max_steps"),
 ])
 def test_source_settings_are_checked_with_the_config(entry, message):
     from enhi.config import load_run_config
 
+    entry, _, extra = entry.partition("] ")
     with pytest.raises(UserError, match=message):
-        load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.train_ds.manifests=[{entry}]"])
+        load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.train_ds.manifests=[{entry.rstrip(']')}]", *extra.split()])
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -47,16 +47,9 @@ def sources(corpus: dict, cache: Path) -> dict[str, list[dict]]:
 
 def measure(cfg, n_batches: int, warmup: int) -> dict:
     """Batches/s and audio seconds/s over `n_batches` after `warmup` (workers starting, buffers filling)."""
-    from nemo.collections.asr.data.audio_to_text_lhotse import LhotseSpeechToTextBpeDataset
-    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
-    from nemo.collections.common.tokenizers import SentencePieceTokenizer
-    from omegaconf import OmegaConf
+    from enhi.training import train_dataloader
 
-    from enhi.training import train_ds_config
-
-    tok = SentencePieceTokenizer(str(Path(cfg.model.tokenizer.dir) / "tokenizer.model"))
-    dl = get_lhotse_dataloader_from_config(OmegaConf.create(train_ds_config(cfg)), global_rank=0, world_size=1,
-                                           dataset=LhotseSpeechToTextBpeDataset(tok))
+    dl = train_dataloader(cfg)
     it = iter(dl)
     t_first = time.perf_counter()
     for _ in range(warmup):

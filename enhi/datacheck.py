@@ -117,22 +117,29 @@ def inspect_manifest(
             rep.issue(kind, f"{where}: audio file {e.audio_filepath}" + ("" if kind == "missing" else f" ({info})"))
             continue
         sr, ch, seconds = info
-        rep.n += 1
-        rep.seconds += seconds
-        rep.min_s, rep.max_s = min(rep.min_s, seconds), max(rep.max_s, seconds)
-        rep.sample_rates[sr] += 1
-        if sr != SAMPLE_RATE:
-            rep.issue("resampled", f"{where}: {sr} Hz")
         if ch != 1:
             rep.issue("multichannel", f"{where}: audio file {e.audio_filepath} has {ch} channels")
         if abs(seconds - e.duration) > DURATION_TOLERANCE:
             rep.issue("duration_field", f"{where}: duration {e.duration:g} s, file {seconds:.2f} s")
-        if min_duration is not None and seconds < min_duration:
-            rep.issue("too_short", f"{where}: {seconds:.2f} s")
-        if max_duration is not None and seconds > max_duration:
-            rep.issue("too_long", f"{where}: {seconds:.2f} s")
-        _check_text(rep, e, where, unk)
+        _count(rep, e, where, seconds, sr, unk, min_duration, max_duration)
     return rep
+
+
+def _count(rep: ManifestReport, e, where: str, seconds: float, sample_rate: int | None, unk: UnkChars,
+           min_duration: float | None, max_duration: float | None) -> None:
+    """Add one utterance to a report: length, sample rate (None: not known without decoding), limits, text."""
+    rep.n += 1
+    rep.seconds += seconds
+    rep.min_s, rep.max_s = min(rep.min_s, seconds), max(rep.max_s, seconds)
+    if sample_rate is not None:
+        rep.sample_rates[sample_rate] += 1
+        if sample_rate != SAMPLE_RATE:
+            rep.issue("resampled", f"{where}: {sample_rate} Hz")
+    if min_duration is not None and seconds < min_duration:
+        rep.issue("too_short", f"{where}: {seconds:.2f} s")
+    if max_duration is not None and seconds > max_duration:
+        rep.issue("too_long", f"{where}: {seconds:.2f} s")
+    _check_text(rep, e, where, unk)
 
 
 def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars) -> None:
@@ -154,19 +161,8 @@ def inspect_sharded(spec, unk: UnkChars, min_duration: float, max_duration: floa
     from enhi.shards import source_entries
 
     rep = ManifestReport(f"{spec.path} ({spec.type})", "train", spec.lang)
-    for e in source_entries(spec):
-        rep.n += 1
-        rep.seconds += e.duration
-        rep.min_s, rep.max_s = min(rep.min_s, e.duration), max(rep.max_s, e.duration)
-        if e.sample_rate is not None:  # Shar records carry it, NeMo tarred manifests do not
-            rep.sample_rates[e.sample_rate] += 1
-            if e.sample_rate != SAMPLE_RATE:
-                rep.issue("resampled", f"{e.where}: {e.sample_rate} Hz")
-        if e.duration < min_duration:
-            rep.issue("too_short", f"{e.where}: {e.duration:.2f} s")
-        if e.duration > max_duration:
-            rep.issue("too_long", f"{e.where}: {e.duration:.2f} s")
-        _check_text(rep, e, e.where, unk)
+    for e in source_entries(spec):  # Shar records carry the sample rate, NeMo tarred manifests do not
+        _count(rep, e, e.where, e.duration, e.sample_rate, unk, min_duration, max_duration)
     return rep
 
 

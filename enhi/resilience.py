@@ -130,8 +130,8 @@ class ResumeState(pl.Callback):
         self.logged_steps, self._restored = state["logged_steps"], True
         dl = getattr(self, "_dataloader", None)
         sampler = _lhotse_sampler(dl) if dl is not None else None
-        in_workers = dl is not None and dl.num_workers > 0 and sampler is not getattr(dl, "sampler", None)
-        if sampler is None or in_workers:  # an iterable dataset's sampler runs inside each worker
+        # A map-style loader's sampler is its own (`dl.sampler`); an iterable one's runs inside each worker.
+        if sampler is None or (dl.num_workers > 0 and sampler is not dl.sampler):
             return
         sampler.set_epoch(self.epoch)
         sampler.allow_iter_to_reset_state()

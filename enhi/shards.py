@@ -33,10 +33,9 @@ from enhi.manifest import read_manifest
 
 @dataclass(frozen=True)
 class ShardEntry:
-    """One utterance of a sharded source, from its metadata: where it is (shard file, member) and what it says."""
+    """One utterance of a sharded source, from its metadata: where its record is and what it says."""
 
     where: str  # file:line of the metadata record, for messages
-    shard: str  # the tar holding its audio
     duration: float
     text: str
     sample_rate: int | None = None  # Shar records carry it; NeMo tarred manifests do not
@@ -109,7 +108,7 @@ def tarred_entries(manifest: str, tarred_audio_filepaths: str) -> list[ShardEntr
                                     f"({tarred_audio_filepaths}); add the shard or fix the pattern")
                 if name not in members[sid]:
                     raise UserError(f"{where}: {name} is not in {tars[sid]}; the shard is incomplete, re-create it")
-                out.append(ShardEntry(where, tars[sid], duration, text))
+                out.append(ShardEntry(where, duration, text))
     if not out:
         raise UserError(f"{manifest}: tarred manifest is empty")
     return out
@@ -141,7 +140,7 @@ def shar_entries(shar_dir: str | Path) -> list[ShardEntry]:
                 cut = json.loads(line)
                 rec = cut["recording"]
                 text = " ".join(s.get("text") or "" for s in cut.get("supervisions", []))
-                entry = ShardEntry(where, str(tar), float(cut["duration"]), text, int(rec["sampling_rate"]))
+                entry = ShardEntry(where, float(cut["duration"]), text, int(rec["sampling_rate"]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise UserError(f"{where}: not a Lhotse cut record ({type(e).__name__}: {e})") from None
             if cut["id"] not in members:

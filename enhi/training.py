@@ -128,7 +128,7 @@ def train_ds_config(cfg: DictConfig, rank: int = 0, resumed_step: int = 0) -> di
     iterable = sharded_sources(cfg)
     if not iterable:
         seed, shard_seed = cfg.seed, cfg.seed
-    elif t.num_workers == 0:
+    elif not streams_in_workers(cfg):
         seed, shard_seed = cfg.seed, cfg.seed + 100000 * rank
     else:
         seed, shard_seed = cfg.seed + resumed_step, "randomized"
@@ -154,6 +154,24 @@ def train_ds_config(cfg: DictConfig, rank: int = 0, resumed_step: int = 0) -> di
         # NeMo refuses to mix streamed and indexed sources unless told which to make of the mix.
         "force_iterable_dataset": iterable,
     }
+
+
+def streams_in_workers(cfg: DictConfig) -> bool:
+    """Whether the training data is read by streams inside dataloader workers (sharded sources, `num_workers` > 0),
+    which a resumed run cannot fast-forward."""
+    return sharded_sources(cfg) and cfg.model.train_ds.num_workers > 0
+
+
+def train_dataloader(cfg: DictConfig, resumed_step: int = 0):
+    """The training dataloader NeMo builds from `train_ds_config` for one process, without a model (for benchmarks
+    and tests)."""
+    from nemo.collections.asr.data.audio_to_text_lhotse import LhotseSpeechToTextBpeDataset
+    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+    from nemo.collections.common.tokenizers import SentencePieceTokenizer
+
+    tok = SentencePieceTokenizer(str(Path(cfg.model.tokenizer.dir) / "tokenizer.model"))
+    return get_lhotse_dataloader_from_config(OmegaConf.create(train_ds_config(cfg, resumed_step=resumed_step)),
+                                             global_rank=0, world_size=1, dataset=LhotseSpeechToTextBpeDataset(tok))
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -311,7 +329,8 @@ def fit(
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
     trainer = build_trainer(cfg, [val, timer, *guards, *adaptation_callbacks(model, cfg)])
     model.set_trainer(trainer)
-    resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path else 0  # exp_manager sets it when resuming
+    # Only streams in workers need the resumed step (to draw new ones); exp_manager sets ckpt_path when resuming.
+    resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path and streams_in_workers(cfg) else 0
     model.setup_training_data(OmegaConf.create(train_ds_config(cfg, trainer.global_rank, resumed)))
     model.setup_optimization(optim_config=model.cfg.optim)
     if val.sets and eval_at_start and not trainer.ckpt_path:  # exp_manager sets ckpt_path when resuming

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,11 +46,13 @@ def load_script(path: Path):
     return mod
 
 
-def run_main(script: Path, argv: list[str], capsys) -> tuple[int, str, str]:
-    """A top-level script's `main(argv)` in-process, ending as its command would: (exit status, stdout, stderr)."""
+def run_main(script: Path | Callable[[list[str]], None], argv: list[str], capsys) -> tuple[int, str, str]:
+    """A top-level script's `main(argv)` (or a module's `main` function) in-process, ending as its command would:
+    (exit status, stdout, stderr)."""
+    main = script if callable(script) else load_script(script).main
     code = 0
     try:
-        load_script(script).main(list(argv))
+        main(list(argv))
     except SystemExit as e:
         code = e.code
     printed = capsys.readouterr()

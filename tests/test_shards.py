@@ -172,31 +172,21 @@ def test_source_settings_are_checked_with_the_config(entry, message):
         load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.train_ds.manifests=[{entry.rstrip(']')}]", *extra.split()])
 
 
-def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        shards.main(argv)
-    except SystemExit as e:
-        code = e.code
-    printed = capsys.readouterr()
-    return code, printed.out, printed.err
-
-
 def test_the_command_line_makes_both_kinds_and_prints_the_config_entry(small_corpus, tmp_path, capsys):
-    code, out, err = _cli(["tarred", str(small_corpus["hi_train"]), str(tmp_path / "t"), "--num-shards", "2",
+    code, out, err = run_main(shards.main, ["tarred", str(small_corpus["hi_train"]), str(tmp_path / "t"), "--num-shards", "2",
                            "--lang", "hi"], capsys)
     assert code == 0, err
     entry = out.strip().splitlines()[-1].split("entry: ", 1)[1]
     spec = OmegaConf.create(f"x: {entry}").x
     assert spec.type == "nemo_tarred" and spec.lang == "hi" and len(shards.expand(spec.tarred_audio_filepaths)) == 2
     assert len(shards.tarred_entries(spec.path, spec.tarred_audio_filepaths)) == len(read_manifest(small_corpus["hi_train"]))
-    code, out, err = _cli(["shar", str(small_corpus["en_val"]), str(tmp_path / "s"), "--shard-size", "5"], capsys)
+    code, out, err = run_main(shards.main, ["shar", str(small_corpus["en_val"]), str(tmp_path / "s"), "--shard-size", "5"], capsys)
     assert code == 0, err
     spec = OmegaConf.create("x: " + out.strip().splitlines()[-1].split("entry: ", 1)[1]).x
     assert spec.type == "lhotse_shar" and len(shards.shar_entries(spec.path)) == len(read_manifest(small_corpus["en_val"]))
-    code, out, err = _cli(["tarred", str(small_corpus["hi_train"]), str(tmp_path / "t")], capsys)
+    code, out, err = run_main(shards.main, ["tarred", str(small_corpus["hi_train"]), str(tmp_path / "t")], capsys)
     assert code == 2 and "output folder exists" in err  # nothing replaced without --force
-    code, out, err = _cli(["shar", str(tmp_path / "missing.json"), str(tmp_path / "m")], capsys)
+    code, out, err = run_main(shards.main, ["shar", str(tmp_path / "missing.json"), str(tmp_path / "m")], capsys)
     assert code == 2 and "manifest not found" in err and not (tmp_path / "m").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "t"]  # no temporary folder left behind
 
@@ -230,21 +220,14 @@ def test_three_training_steps_from_each_source(kind, workers, sharded, standin_n
 def test_sharded_streams_differ_per_worker_and_after_a_resume(sharded, small_corpus):
     """With workers, each reads its own shuffled stream (no duplicated batches), and a resumed run draws a new one
     (it does not replay the batches before the kill); see enhi.training.train_ds_config."""
-    from nemo.collections.asr.data.audio_to_text_lhotse import LhotseSpeechToTextBpeDataset
-    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
-    from nemo.collections.common.tokenizers import SentencePieceTokenizer
+    from enhi.training import train_dataloader
 
-    from enhi.training import train_ds_config
-
-    tok = SentencePieceTokenizer(str(MERGED_DIR / "tokenizer.model"))
     src = [{"type": "nemo_tarred", "path": sharded["tarred_manifest"], "tarred_audio_filepaths": sharded["tars"], "lang": "hi"}]
 
     def batches(resumed_step: int, n: int = 4) -> list[tuple]:
         cfg = _cfg(small_corpus, src, num_workers=2, batch_duration=8, num_buckets=1)
-        dl = get_lhotse_dataloader_from_config(OmegaConf.create(train_ds_config(cfg, resumed_step=resumed_step)),
-                                               global_rank=0, world_size=1, dataset=LhotseSpeechToTextBpeDataset(tok))
         out = []
-        for b in dl:
+        for b in train_dataloader(cfg, resumed_step=resumed_step):
             out.append(tuple(json.dumps(t.tolist()) for t in b[2]))
             if len(out) == n:
                 return out

@@ -69,13 +69,32 @@ def en_tok_dir(tmp_path_factory) -> Path:
     return out
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder `build` fills once per test run: under pytest-xdist the workers share one copy (the first to ask
+    builds it under a file lock, the other waits and reuses it) instead of each paying for the same fixture."""
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        out = tmp_path_factory.mktemp(name)
+        build(out)
+        return out
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    out, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            out.mkdir()
+            build(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A few synthesized English and Hindi utterances (unseen voices in val)."""
     from demo.corpus import build_corpus
 
-    out = tmp_path_factory.mktemp("corpus") / "c"
-    build_corpus(out, n_train_per_lang=48, n_val_per_lang=8, seed=0)
+    out = built_once(tmp_path_factory, "corpus", lambda d: build_corpus(d / "c", n_train_per_lang=48,
+                                                                         n_val_per_lang=8, seed=0)) / "c"
     m = out / "manifests"
     return {f"{lang}_{split}": m / f"{lang}_{split}.json" for lang in ("en", "hi") for split in ("train", "val")}
 
@@ -121,9 +140,11 @@ def standin_nemo(tmp_path_factory, en_tok_dir, small_corpus) -> Path:
     from enhi.tiny_model import build_parakeet_model
     from enhi.transplant import install_cpu_tdt_loss
 
-    model = build_parakeet_model(en_tok_dir, seed=0, d_model=48, n_layers=2, n_heads=2, pred_hidden=48, joint_hidden=48)
-    install_cpu_tdt_loss(model)
-    train_briefly(model, small_corpus["en_train"], steps=60)
-    path = tmp_path_factory.mktemp("standin") / "standin_en.nemo"
-    model.save_to(str(path))
-    return path
+    def build(out: Path) -> None:
+        model = build_parakeet_model(en_tok_dir, seed=0, d_model=48, n_layers=2, n_heads=2, pred_hidden=48,
+                                     joint_hidden=48)
+        install_cpu_tdt_loss(model)
+        train_briefly(model, small_corpus["en_train"], steps=60)
+        model.save_to(str(out / "standin_en.nemo"))
+
+    return built_once(tmp_path_factory, "standin", build) / "standin_en.nemo"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,15 @@ def dry_run(tmp_path_factory):
     )
     data = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else None
     return SimpleNamespace(proc=proc, out=out, data=data, results_before=before)
+
+
+def test_xdist_keeps_a_grouped_module_on_one_worker(request):
+    """The dry run here, and the shared runs of test_resume and test_shards, are built once only if pytest-xdist
+    sends each of these modules to one worker. pytest 9.2 silently broke that (pytest-dev/pytest-xdist#1386):
+    every costly fixture was built on both workers."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and getattr(request.config.option, "loadgroup", False)):
+        pytest.skip("runs only under pytest-xdist with --dist loadgroup (the suite's default)")
+    assert request.node.nodeid.endswith("@gpu_check"), request.node.nodeid
 
 
 def test_dry_run_reports_every_part(dry_run):

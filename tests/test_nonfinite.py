@@ -95,7 +95,10 @@ def test_nan_audio_in_the_real_recipe(standin_nemo, small_corpus, tmp_path):
 
     nan_line = {"audio_filepath": _nan_wav(tmp_path / "nan.wav"), "duration": 1.5, "text": "hello"}
     mixed = tmp_path / "mixed.json"
-    mixed.write_text(small_corpus["en_train"].read_text(encoding="utf-8") + json.dumps(nan_line) + "\n", encoding="utf-8")
+    english = small_corpus["en_train"].read_text(encoding="utf-8")
+    # Unshuffled, the NaN utterance is in the first batch only: the 48 others fill more than the 6 steps below.
+    assert sum(json.loads(line)["duration"] for line in english.splitlines()) > 6 * 12
+    mixed.write_text(json.dumps(nan_line) + "\n" + english, encoding="utf-8")
     only_nan = tmp_path / "only_nan.json"
     only_nan.write_text((json.dumps(nan_line) + "\n") * 8, encoding="utf-8")
 
@@ -103,7 +106,7 @@ def test_nan_audio_in_the_real_recipe(standin_nemo, small_corpus, tmp_path):
         _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
             f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
             f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]", "model.train_ds.batch_duration=12",
-            "model.train_ds.num_buckets=1", f"trainer.max_steps={steps}", "trainer.val_check_interval=1000",
+            "model.train_ds.num_buckets=1", "model.train_ds.shuffle=false", f"trainer.max_steps={steps}", "trainer.val_check_interval=1000",
             "max_consecutive_nonfinite=3", f"exp_manager.exp_dir={tmp_path / 'runs'}", f"exp_manager.name={manifest.stem}",
         ])
         model = load_model(cfg)
@@ -116,9 +119,9 @@ def test_nan_audio_in_the_real_recipe(standin_nemo, small_corpus, tmp_path):
             return model, start, None, str(e)
         return model, start, trainer, None
 
-    # Eight steps cover the 49 utterances (about 2 s each, 12 s per batch) once, the NaN one included.
-    model, start, trainer, err = run(mixed, 8)
-    assert err is None and trainer.global_step == 8
+    # Six steps of 12 s: the first batch holds the NaN utterance, the other five are clean.
+    model, start, trainer, err = run(mixed, 6)
+    assert err is None and trainer.global_step == 6
     guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteGuard))
     assert guard.skipped == 1
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

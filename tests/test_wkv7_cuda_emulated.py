@@ -207,8 +207,9 @@ def test_layer_under_bf16_autocast_with_emulated_kernels_tracks_fp32(kernels, mo
     monkeypatch.setattr(layer_module, "_wkv7", scan)
     # The emulation's threads (one per CUDA thread, created by this thread, so they inherit its affinity) on one
     # core: every barrier hands over within that core instead of waiting for a time slice beside another busy
-    # process (seen: 10 s alone, 50-140 s beside another pytest worker). Races are test_emulated_kernels_match_
-    # reference's concern, where the threads run on every core; this test is about bf16 numerics.
+    # process (seen: spread over both cores 10 s on an idle machine but 148 s beside one busy core; on one core
+    # 41 s beside it, 22 s in the suite). Races are test_emulated_kernels_match_reference's concern, where the
+    # threads run on every core; this test is about bf16 numerics.
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {max(cores)})
     try:

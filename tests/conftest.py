@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,9 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
     out, done = shared / name, shared / f"{name}.done"
     with FileLock(str(shared / f"{name}.lock")):
         if not done.exists():
+            # A build that failed on the other worker left a partial folder: start afresh, so this worker reports
+            # the build's own error rather than FileExistsError.
+            shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             build(out)
             done.touch()

@@ -46,8 +46,26 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "slow_pretrained": ("+ pretrained encoder and heads at 0.25x the learning rate",
                         [*BASE, "model.adaptation.encoder_lr_scale=0.25", "model.adaptation.heads_lr_scale=0.25"]),
     "freeze_100": ("+ encoder held for the first 100 steps", [*BASE, "model.adaptation.freeze_encoder_steps=100"]),
+    "english_70": ("the recipe with English 0.7 of the training mix (the demo's: 0.5)", ["english_share=0.7"]),
+    "pretrained_0.1x": ("the recipe with pretrained encoder and heads at 0.1x (recipe: 0.25x)",
+                        ["model.adaptation.encoder_lr_scale=0.1", "model.adaptation.heads_lr_scale=0.1"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
+MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
+
+
+def _expand(override: str, config: Path) -> str:
+    """`english_share=x` as the override of the whole manifest list, English at weight x; others unchanged."""
+    if not override.startswith(MIX):
+        return override
+    from omegaconf import OmegaConf
+
+    share = float(override[len(MIX):])
+    manifests = OmegaConf.to_container(OmegaConf.load(config).model.train_ds.manifests)
+    others = sum(m["lang"] != "en" for m in manifests)
+    for m in manifests:
+        m["weight"] = share if m["lang"] == "en" else (1 - share) / others
+    return "model.train_ds.manifests=" + json.dumps(manifests)
 
 
 def _demo_config() -> tuple[Path, Path]:
@@ -80,7 +98,7 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
     from demo.common import CACHE
 
     return [
-        *ARMS[arm][1],
+        *[_expand(o, config) for o in ARMS[arm][1]],
         f"seed={seed}",
         f"trainer.max_steps={steps}",
         f"trainer.val_check_interval={every}",
@@ -94,6 +112,8 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
         "exp_manager.checkpoint_callback_params.save_top_k=1",
         f"# stand-in sha256 {_digest(standin)}",
         f"# demo config sha256 {_digest(config, CACHE)}",  # the YAML as the demo prepares it (data, augmentation)
+        # The manifests' paths stay put when the corpus text changes; its plan hash does not.
+        f"# demo corpus plan {json.loads((pipeline.CORPUS / 'corpus_info.json').read_text())['params']['plan_sha256'][:16]}",
     ]
 
 

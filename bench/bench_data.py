@@ -83,7 +83,7 @@ def main() -> None:
     cfg = pipeline.prepare(cfg)  # the demo corpus and merged tokenizer (cached)
     from demo.corpus import build_corpus
 
-    corpus = build_corpus(CACHE / "corpus", n_train_per_lang=pipeline.N_TRAIN, n_val_per_lang=pipeline.N_VAL, seed=0)
+    corpus = build_corpus(pipeline.CORPUS, n_train_per_lang=pipeline.N_TRAIN, n_val_per_lang=pipeline.N_VAL, seed=0)
     kinds = sources(corpus, CACHE / "bench_data_shards")
     rows = []
     for kind, srcs in kinds.items():

@@ -26,6 +26,7 @@ from enhi.console import phase
 
 # Sizes chosen so the whole demo fits in 15 minutes on a 2-core CPU, from an empty cache.
 N_TRAIN = 2000  # distinct training sentences per language (a subset of the stand-in's English ones)
+CORPUS = CACHE / "corpus"
 FINETUNE_STEPS = 400
 FINETUNE_EVERY = 100
 FINETUNE_LR = 2e-3  # a small model learns a new script faster at a higher rate than the YAML's (for 110M)
@@ -75,7 +76,7 @@ def prepare(cfg: DictConfig, retrain_standin: bool = False) -> DictConfig:
     from demo.corpus import build_corpus
 
     with phase("corpus"):
-        info = build_corpus(CACHE / "corpus", n_train_per_lang=N_TRAIN, n_val_per_lang=N_VAL, seed=0)
+        info = build_corpus(CORPUS, n_train_per_lang=N_TRAIN, n_val_per_lang=N_VAL, seed=0)
         print(f"{info['counts']}, {info['total_hours']:.2f} h" + (" (cached)" if info["cached"] else ""))
     man = info["manifests"]
     with phase("English stand-in"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.bench_adaptation import summarize, targets
 
 
@@ -38,3 +40,19 @@ def test_table_keeps_every_arm_and_says_when_a_seed_never_left_the_mute_stage():
     assert "| 3 | 200 ± 0 |" in rows["plain"]
     assert "| 3 | > 400 in 2/3 seeds, else 200 |" in rows["transplant_mean"]
     assert "0.140 ± 0.000" in rows["transplant_mean"]  # the English dip, worst minus the stand-in's
+
+
+def test_an_english_share_arm_reweights_the_prepared_manifests_through_the_scripts_own_config_loader(tmp_path):
+    from omegaconf import OmegaConf
+
+    from bench.bench_adaptation import _expand
+    from enhi.config import load_run_config
+
+    manifests = [{"path": "/c/en_train.json", "lang": "en", "weight": 0.5},
+                 {"path": "/c/hi_train.json", "lang": "hi", "weight": 0.5}]
+    config = tmp_path / "prepared.yaml"
+    OmegaConf.save(OmegaConf.create({"model": {"train_ds": {"manifests": manifests}}}), config)
+    assert _expand("seed=1", config) == "seed=1"
+    _, cfg = load_run_config({}, config, [_expand("english_share=0.7", config)])
+    got = [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests]
+    assert got == [("/c/en_train.json", "en", 0.7), ("/c/hi_train.json", "hi", pytest.approx(0.3))]

@@ -34,10 +34,11 @@ RUNS = ROOT / "bench" / "adaptation"
 PLOT = ROOT / "bench" / "adaptation.png"
 MUTE_CER = 0.9  # Hindi CER below this = the model has started writing Hindi
 
-# name -> (what it tests, overrides of the YAML / switches). "recipe" is the YAML's defaults, the others
-# each turn one method on (or off) against "transplant_mean", the transplant as it was before these methods.
+# name -> (what it tests, overrides of the YAML / switches). "recipe" is the YAML's defaults; each "+ ..." arm
+# turns one method on against "transplant_mean", the transplant as it was before these methods (NeMo's CTC
+# weight included); each "the recipe with ..." arm changes one setting of the recipe.
 BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1", "model.adaptation.encoder_lr_scale=1",
-        "model.adaptation.heads_lr_scale=1", "model.adaptation.freeze_encoder_steps=0"]
+        "model.adaptation.heads_lr_scale=1", "model.adaptation.freeze_encoder_steps=0", "model.ctc_loss_weight=0.3"]
 ARMS: dict[str, tuple[str, list[str]]] = {
     "plain": ("NeMo's change_vocabulary: fresh output layers", ["transplant=false"]),
     "transplant_mean": ("transplant, new rows = mean old row (the previous default)", BASE),
@@ -46,9 +47,14 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "slow_pretrained": ("+ pretrained encoder and heads at 0.25x the learning rate",
                         [*BASE, "model.adaptation.encoder_lr_scale=0.25", "model.adaptation.heads_lr_scale=0.25"]),
     "freeze_100": ("+ encoder held for the first 100 steps", [*BASE, "model.adaptation.freeze_encoder_steps=100"]),
+    "ctc_0.1_alone": ("+ CTC weight 0.1 (NeMo's: 0.3)", [*BASE, "model.ctc_loss_weight=0.1"]),
     "english_70": ("the recipe with English 0.7 of the training mix (the demo's: 0.5)", ["english_share=0.7"]),
     "pretrained_0.1x": ("the recipe with pretrained encoder and heads at 0.1x (recipe: 0.25x)",
                         ["model.adaptation.encoder_lr_scale=0.1", "model.adaptation.heads_lr_scale=0.1"]),
+    "ctc_0.3": ("the recipe with NeMo's CTC weight 0.3 (recipe: 0.1)", ["model.ctc_loss_weight=0.3"]),
+    "warmup_150": ("the recipe with 150 warm-up steps (recipe: 50)", ["model.optim.sched.warmup_steps=150"]),
+    "average_0.3": ("the recipe, then its pretrained weights averaged with the stand-in's at 0.3 at the end",
+                    ["model.adaptation.average_with_pretrained=0.3"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
 MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)

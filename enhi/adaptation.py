@@ -16,6 +16,11 @@ The other two are Lightning callbacks that work with any optimizer (AdamW, 8-bit
 - `EncoderWarmupFreeze`: for the first `steps` optimizer steps the encoder gets no update (its gradients are
   dropped and it runs in eval mode, so BatchNorm statistics and dropout stay as pretrained) while the heads
   learn the new tokens; then it is released.
+- `AverageWithPretrained`: at the last training step, every weight the pretrained model had is replaced by
+  (1 - w) x fine-tuned + w x pretrained (weight averaging against forgetting, Vander Eeckt & Van hamme, arXiv
+  2210.15282); the new tokens' rows keep their fine-tuned values, since their starting point is a construction
+  of the transplant, not anything the pretrained model knew. It runs before the last validation and checkpoint,
+  so both, and the final .nemo, are of the averaged model.
 """
 
 from __future__ import annotations
@@ -76,6 +81,34 @@ class EncoderWarmupFreeze(pl.Callback):
                 p.grad = None
 
 
+class AverageWithPretrained(pl.Callback):
+    """At step `max_steps`, average each pretrained weight with its value now (see the module doc)."""
+
+    def __init__(self, model, weight: float, max_steps: int):
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"average_with_pretrained must be in (0, 1), got {weight}")
+        self.weight, self.max_steps = float(weight), int(max_steps)
+        # Taken before training, so before any checkpoint is restored: on resume this is still the adapted
+        # pretrained model. Kept on the CPU: one copy of the weights, off the accelerator.
+        self.pretrained = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
+        self.new_rows = {id(p): r for p, r in new_token_rows(model)}
+        self.done = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.done or trainer.global_step < self.max_steps:
+            return
+        w = self.weight
+        with torch.no_grad():
+            for name, p in pl_module.named_parameters():
+                old = self.pretrained[name].to(p.device, p.dtype)
+                mixed = (1 - w) * p + w * old
+                r = self.new_rows.get(id(p))
+                if r is not None:
+                    mixed[r] = p[r]
+                p.copy_(mixed)
+        self.done = True
+
+
 HEADS = ("decoder", "joint", "ctc_decoder")  # the model's modules after the encoder (NeMo's attribute names)
 
 
@@ -104,4 +137,6 @@ def adaptation_callbacks(model, cfg) -> list[pl.Callback]:
         out.append(NewRowsLrScale(new_token_rows(model), row_scale))
     if a.freeze_encoder_steps > 0:
         out.append(EncoderWarmupFreeze(a.freeze_encoder_steps))
+    if _transplanted(model) and a.average_with_pretrained > 0:
+        out.append(AverageWithPretrained(model, a.average_with_pretrained, cfg.trainer.max_steps))
     return out

@@ -98,6 +98,7 @@ class Adaptation:
     encoder_lr_scale: float = 1.0  # the pretrained encoder learns at this x optim.lr
     heads_lr_scale: float = 1.0  # prediction network, joint and CTC head (their old rows) at this x optim.lr
     freeze_encoder_steps: int = 0  # encoder held (no update, eval mode) for this many steps
+    average_with_pretrained: float = 0.0  # weight of the pretrained model in a final average (0 = off)
 
 
 @dataclass
@@ -201,6 +202,11 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
     if sharded_sources(cfg) and int(cfg.trainer.get("max_steps", -1)) <= 0:
         raise UserError(f"{yaml_path}: sharded training sources (nemo_tarred, lhotse_shar) are an endless stream; "
                         "set trainer.max_steps")
+    w = cfg.model.adaptation.average_with_pretrained
+    if not 0.0 <= w < 1.0:
+        raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained={w} must be in [0, 1); 0 turns it off")
+    if w > 0 and int(cfg.trainer.get("max_steps", -1)) <= 0:
+        raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained happens at trainer.max_steps; set it")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:
         raise UserError(f"{yaml_path}: both init_from_pretrained_model and init_from_nemo_model are set; set one of them")
     if cfg.init_from_nemo_model and not Path(cfg.init_from_nemo_model).is_file():

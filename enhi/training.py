@@ -327,7 +327,8 @@ def fit(
     )
     timer = StepTimer()
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
-    trainer = build_trainer(cfg, [val, timer, *guards, *adaptation_callbacks(model, cfg)])
+    # Adaptation first: a step's new-row scaling and the final weight average land before that step's validation.
+    trainer = build_trainer(cfg, [*adaptation_callbacks(model, cfg), val, timer, *guards])
     model.set_trainer(trainer)
     # Only streams in workers need the resumed step (to draw new ones); exp_manager sets ckpt_path when resuming.
     resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path and streams_in_workers(cfg) else 0

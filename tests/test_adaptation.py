@@ -1,11 +1,19 @@
-"""Where fine-tuning updates go: new rows at a higher learning rate (exactly), an encoder held for a warm-up."""
+"""Where fine-tuning updates go: new rows at a higher learning rate (exactly), an encoder held for a warm-up, a
+final average with the pretrained weights."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import MERGED_DIR, ROOT
 
-from enhi.adaptation import EncoderWarmupFreeze, NewRowsLrScale, adaptation_callbacks, new_token_rows
+from enhi.adaptation import (
+    AverageWithPretrained,
+    EncoderWarmupFreeze,
+    NewRowsLrScale,
+    adaptation_callbacks,
+    new_token_rows,
+)
 from enhi.config import load_run_config
 from enhi.tiny_model import build_parakeet_model
 from enhi.transplant import change_vocabulary
@@ -84,10 +92,13 @@ def test_yaml_settings_attach_the_callbacks(en_tok_dir):
     model = _adapted(en_tok_dir)
     _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=4",
                                                              "model.adaptation.heads_lr_scale=0.5",
-                                                             "model.adaptation.freeze_encoder_steps=5"])
+                                                             "model.adaptation.freeze_encoder_steps=5",
+                                                             "model.adaptation.average_with_pretrained=0.4",
+                                                             "trainer.max_steps=30"])
     cbs = adaptation_callbacks(model, cfg)
-    assert [type(c).__name__ for c in cbs] == ["NewRowsLrScale", "EncoderWarmupFreeze"]
+    assert [type(c).__name__ for c in cbs] == ["NewRowsLrScale", "EncoderWarmupFreeze", "AverageWithPretrained"]
     assert cbs[0].scale == 8.0 and cbs[1].steps == 5  # 4x lr, in a group that runs at 0.5x lr
+    assert cbs[2].weight == 0.4 and cbs[2].max_steps == 30
     # Plain change_vocabulary has no transplanted rows to speed up.
     plain = build_parakeet_model(en_tok_dir)
     change_vocabulary(plain, str(MERGED_DIR), transplant=False)
@@ -132,3 +143,53 @@ def test_encoder_heads_and_new_rows_take_one_adamw_step_at_their_own_rates(en_to
     configure_model(plain, cfg, bnb_optim=False)
     plain.setup_optimization(optim_config=plain.cfg.optim)
     assert [grp["lr"] for grp in plain._optimizer.param_groups] == [lr]
+
+
+def test_average_with_pretrained_mixes_the_old_weights_at_the_last_step_and_keeps_the_new_rows(en_tok_dir):
+    """Steps before `max_steps` are plain AdamW; at `max_steps` every weight becomes (1 - w) x trained + w x the
+    adapted model's before training, except the new tokens' rows, which stay as trained."""
+    from types import SimpleNamespace
+
+    w = 0.3
+    model, ref = _adapted(en_tok_dir), _adapted(en_tok_dir)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    avg = AverageWithPretrained(model, w, max_steps=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    trainer = SimpleNamespace(global_step=1)
+
+    def step(m, o, cbs) -> None:
+        g = torch.Generator().manual_seed(trainer.global_step)
+        for p in m.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        o.step()
+        for cb in cbs:
+            cb.on_train_batch_end(trainer, m, None, None, 0)
+
+    step(model, opt, [avg])
+    step(ref, ref_opt, [])
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), ref.parameters(), strict=True))  # not yet
+    trainer.global_step = 2
+    step(model, opt, [avg])
+    step(ref, ref_opt, [])
+    rows = {id(p): r for p, r in new_token_rows(model)}
+    moved = 0
+    for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        want = (1 - w) * q.detach() + w * start[name]
+        if id(p) in rows:
+            want[rows[id(p)]] = q.detach()[rows[id(p)]]
+        assert torch.allclose(p.detach(), want, atol=1e-7, rtol=1e-6), name
+        moved += not torch.equal(p, q)
+    assert moved == len(start)  # every tensor has pretrained entries, so every one was mixed
+    trainer.global_step = 3  # once only: a later batch end (e.g. the same step seen again) changes nothing
+    before = [p.detach().clone() for p in model.parameters()]
+    avg.on_train_batch_end(trainer, model, None, None, 0)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize("value, message", [("1.0", r"must be in \[0, 1\)"), ("-0.1", r"must be in \[0, 1\)")])
+def test_average_with_pretrained_outside_0_1_is_a_one_line_error(value, message):
+    from enhi.errors import UserError
+
+    with pytest.raises(UserError, match=r"ft_110M_enhi.yaml: model.adaptation.average_with_pretrained=.*" + message):
+        load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.adaptation.average_with_pretrained={value}"])

@@ -95,3 +95,42 @@ def test_bf16_mixed_precision_trains(standin_nemo, small_corpus, tmp_path):
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
     assert sum(not torch.equal(before[k], p) for k, p in model.named_parameters()) > 0.9 * len(before)
     assert torch.isfinite(trainer.logged_metrics["train_loss"])
+
+
+def test_average_with_pretrained_is_what_the_last_validation_and_checkpoint_see(standin_nemo, small_corpus, tmp_path):
+    """Two identical runs, one with average_with_pretrained=0.5: its final weights are the mean of the other's
+    and the adapted model's before training (new rows as trained), and its last validation and last checkpoint
+    are of those averaged weights."""
+    import torch
+
+    from enhi.adaptation import new_token_rows
+    from enhi.evaluate import evaluate_sets
+    from enhi.training import configure_model, eval_sets, fit, load_model
+    from enhi.transplant import change_vocabulary
+
+    def run(name: str, weight: float):
+        cfg = _cfg(tmp_path, small_corpus, max_steps=2)
+        cfg.init_from_nemo_model, cfg.exp_manager.name = str(standin_nemo), name
+        cfg.trainer.val_check_interval = 2
+        cfg.model.adaptation.average_with_pretrained = weight
+        model = load_model(cfg)
+        change_vocabulary(model, cfg.model.tokenizer.dir, transplant=True)
+        configure_model(model, cfg, bnb_optim=False)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        _, val, _ = fit(model, cfg, eval_at_start=False)
+        return cfg, model, start, val
+
+    _, trained, start, _ = run("plain_end", 0.0)
+    cfg, averaged, _, val = run("averaged", 0.5)
+    rows = {id(p): r for p, r in new_token_rows(averaged)}
+    for (name, p), q in zip(averaged.named_parameters(), trained.parameters(), strict=True):
+        want = 0.5 * q.detach() + 0.5 * start[name]
+        if id(p) in rows:
+            want[rows[id(p)]] = q.detach()[rows[id(p)]]
+        assert torch.allclose(p.detach(), want, atol=1e-6, rtol=1e-5), name
+    assert [h["step"] for h in val.history] == [2]
+    fresh = evaluate_sets(averaged, eval_sets(cfg.model.validation_ds), cfg.model.validation_ds.batch_size)
+    assert val.history[-1]["val_en_wer"] == fresh["en"]["wer"] and val.history[-1]["val_hi_cer"] == fresh["hi"]["cer"]
+    (last,) = (tmp_path / "averaged").rglob("*last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(torch.equal(state[n], p.detach()) for n, p in averaged.named_parameters())

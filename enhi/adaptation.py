@@ -6,7 +6,7 @@ rows, an encoder held for a warm-up.
   lr (the schedule scales each group): a fine-tune at the pretraining rate moves the English weights about as
   far as pretraining did. What English loses first is measured in bench/bench_adaptation.py: new-language
   tokens creeping into English transcripts, which a slower pretrained model shows less of.
-The other two are Lightning callbacks that work with any optimizer (AdamW, 8-bit AdamW) and with resume:
+The others are Lightning callbacks that work with any optimizer (AdamW, 8-bit AdamW) and with resume:
 - `NewRowsLrScale`: the new tokens' rows (joint and CTC output rows and biases, decoder-embedding rows) learn
   at `new_rows_lr_scale` x lr, whatever their group's rate. The transplant starts them several nats below the
   old logits (the step-0 guarantee); at the base learning rate an Adam update moves a bias by about `lr` per step, so

@@ -138,6 +138,20 @@ def train_briefly(model, manifest: Path, steps: int, batch: int = 12, lr: float 
     return losses
 
 
+def assert_averaged(averaged, trained, start: dict[str, torch.Tensor], w: float, **tol) -> None:
+    """`averaged`'s weights are (1 - w) x `trained`'s + w x `start`, the new tokens' rows exactly `trained`'s
+    (what model.adaptation.average_with_pretrained promises), computed here independently of enhi.adaptation's
+    callback; `tol` goes to torch.allclose."""
+    from enhi.adaptation import new_token_rows
+
+    rows = {id(p): r for p, r in new_token_rows(averaged)}
+    for (name, p), q in zip(averaged.named_parameters(), trained.parameters(), strict=True):
+        want = (1 - w) * q.detach() + w * start[name]
+        if id(p) in rows:
+            want[rows[id(p)]] = q.detach()[rows[id(p)]]
+        assert torch.allclose(p.detach(), want, **tol), name
+
+
 @pytest.fixture(scope="session")
 def standin_nemo(tmp_path_factory, en_tok_dir, small_corpus) -> Path:
     """A tiny English model trained briefly on synthesized English speech, saved as .nemo (a pretrained stand-in)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from conftest import MERGED_DIR, ROOT
+from conftest import MERGED_DIR, ROOT, assert_averaged
 
 from enhi.config import load_run_config
 
@@ -103,7 +103,6 @@ def test_average_with_pretrained_is_what_the_last_validation_and_checkpoint_see(
     are of those averaged weights."""
     import torch
 
-    from enhi.adaptation import new_token_rows
     from enhi.evaluate import evaluate_sets
     from enhi.training import configure_model, eval_sets, fit, load_model
     from enhi.transplant import change_vocabulary
@@ -122,12 +121,7 @@ def test_average_with_pretrained_is_what_the_last_validation_and_checkpoint_see(
 
     _, trained, start, _ = run("plain_end", 0.0)
     cfg, averaged, _, val = run("averaged", 0.5)
-    rows = {id(p): r for p, r in new_token_rows(averaged)}
-    for (name, p), q in zip(averaged.named_parameters(), trained.parameters(), strict=True):
-        want = 0.5 * q.detach() + 0.5 * start[name]
-        if id(p) in rows:
-            want[rows[id(p)]] = q.detach()[rows[id(p)]]
-        assert torch.allclose(p.detach(), want, atol=1e-6, rtol=1e-5), name
+    assert_averaged(averaged, trained, start, 0.5, atol=1e-6, rtol=1e-5)
     assert [h["step"] for h in val.history] == [2]
     fresh = evaluate_sets(averaged, eval_sets(cfg.model.validation_ds), cfg.model.validation_ds.batch_size)
     assert val.history[-1]["val_en_wer"] == fresh["en"]["wer"] and val.history[-1]["val_hi_cer"] == fresh["hi"]["cer"]

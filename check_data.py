@@ -18,6 +18,9 @@ config = "ft_110M_enhi.yaml"  # the run's YAML; override with config=PATH
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    from enhi.console import quiet_libraries
+
+    quiet_libraries()  # NeMo's and OneLogger's import-time lines are not the user's business here
     from enhi.datacheck import check_data
 
     _, cfg = load_run_config({"config": config}, config, argv)

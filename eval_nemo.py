@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     from enhi.atomic import atomic_file
     from enhi.evaluate import error_rates, transcribe_entries
     from enhi.manifest import read_manifest
-    from enhi.training import load_model
+    from enhi.training import load_nemo_file
 
     if not Path(args.model).is_file():
         raise UserError(f"{args.model}: model not found; give the path of a .nemo file")
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     for path in args.manifest:
         for e in read_manifest(path):
             groups.setdefault(e.lang or Path(path).stem, []).append(e)
-    model = load_model(_cfg(args.model))
+    model = load_nemo_file(args.model)
 
     rows, table = [], []
     for lang, entries in groups.items():
@@ -52,12 +52,6 @@ def main(argv: list[str]) -> None:
     print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7}")
     print("\n".join(table))
     print(f"predictions written to {args.out}")
-
-
-def _cfg(model_path: str):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create({"init_from_nemo_model": model_path, "init_from_pretrained_model": None})
 
 
 if __name__ == "__main__":

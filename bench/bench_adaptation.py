@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
+from enhi.portable import relative_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "bench" / "adaptation"
@@ -91,11 +92,9 @@ def _demo_config() -> tuple[Path, Path]:
     return path, Path(cfg.init_from_nemo_model)
 
 
-def _digest(path: Path, cache: Path | None = None) -> str:
-    """sha256 of a file; in a config, this clone's cache folder is written as `demo_cache` so clones agree."""
-    data = path.read_bytes()
-    if cache is not None:
-        data = data.replace(str(cache).encode(), b"demo_cache")
+def _digest(path: Path, text: bool = False) -> str:
+    """sha256 of a file; of a text file (a config) with this clone's paths relative, so clones agree."""
+    data = relative_text(path.read_text(encoding="utf-8"), ROOT).encode() if text else path.read_bytes()
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -117,7 +116,7 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
         "exp_manager.checkpoint_callback_params.save_nemo_on_train_end=false",
         "exp_manager.checkpoint_callback_params.save_top_k=1",
         f"# stand-in sha256 {_digest(standin)}",
-        f"# demo config sha256 {_digest(config, CACHE)}",  # the YAML as the demo prepares it (data, augmentation)
+        f"# demo config sha256 {_digest(config, text=True)}",  # the YAML as the demo prepares it (data, augmentation)
         # The manifests' paths stay put when the corpus text changes; its plan hash does not.
         f"# demo corpus plan {json.loads((pipeline.CORPUS / 'corpus_info.json').read_text())['params']['plan_sha256'][:16]}",
     ]
@@ -129,10 +128,11 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     from enhi.atomic import atomic_file
 
     settings = _settings(arm, seed, steps, every, config, standin)
+    recorded = [relative_text(s, ROOT) for s in settings]  # as stored: no folder of this machine (clones agree)
     out = RUNS / f"{arm}__seed{seed}.json"
     if out.is_file():
         stored = json.loads(out.read_text())
-        if stored["settings"] == settings:
+        if stored["settings"] == recorded:
             return stored
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import load_script
@@ -143,7 +143,7 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     script.main(argv)
     hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / "val_history.jsonl"
     history = [json.loads(line) for line in hist_file.read_text().splitlines()]
-    result = {"arm": arm, "seed": seed, "settings": settings, "history": history}
+    result = {"arm": arm, "seed": seed, "settings": recorded, "history": history}
     RUNS.mkdir(parents=True, exist_ok=True)
     with atomic_file(out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

@@ -28,6 +28,7 @@ def atomic_dir(dest: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _usual_mode(tmp, folder=True)
     # Swap in two renames so a crash leaves either the old folder or the new one, never a mix.
     old = None
     if dest.exists():
@@ -48,6 +49,7 @@ def atomic_file(dest: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iter
     try:
         with open(tmp, mode, **open_kwargs) as f:
             yield f
+        _usual_mode(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,6 +69,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):  # a writer may have replaced it; it then has its own writer's mode
+            _usual_mode(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -79,6 +83,14 @@ def remove_temporaries(folder: str | os.PathLike, suffix: str) -> None:
     cleanup). Only for folders with one writer at a time: a live writer's temporary matches too."""
     for stale in Path(folder).glob(_tmp_prefix("*") + "*" + suffix):
         stale.unlink(missing_ok=True)
+
+
+def _usual_mode(path: str | os.PathLike, folder: bool = False) -> None:
+    """Give a temporary the mode a plain `open` or `mkdir` would have (mkstemp/mkdtemp make it private to the
+    owner, so a model written for a server or a colleague could not be read by them)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if folder else 0o666) & ~umask)
 
 
 def _tmp_prefix(name: str) -> str:

@@ -142,6 +142,20 @@ def _parse_value(text: str) -> Any:
     return OmegaConf.create(f"v: {text}")["v"] if text != "" else ""
 
 
+def _parse_override(arg: str) -> DictConfig:
+    """One `key=value` argument as a config; a value that is not valid YAML is one line naming the argument."""
+    import yaml
+
+    try:
+        return OmegaConf.from_dotlist([arg])
+    except (yaml.YAMLError, OmegaConfBaseException) as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(
+            f"argument {arg!r}: the value is not valid YAML ({problem}); in a path write braces as NeMo's _OP_ and "
+            "_CL_ (a_OP_0..3_CL_.tar), or put the path in double quotes"
+        ) from None
+
+
 def _check_kwargs(section: str, given: dict, fn) -> None:
     allowed = set(inspect.signature(fn).parameters) - {"self", "args", "kwargs"}
     unknown = sorted(set(given) - allowed)
@@ -169,10 +183,11 @@ def load_run_config(switches: dict[str, Any], yaml_path: str | Path, argv: list[
     yaml_path = Path(switches.get("config", yaml_path))
     if not yaml_path.is_file():
         raise UserError(f"{yaml_path}: config file not found; pass config=path/to/file.yaml")
+    overrides = OmegaConf.merge(*[_parse_override(arg) for arg in dotlist]) if dotlist else OmegaConf.create()
     try:
         user = OmegaConf.load(yaml_path)
         schema = OmegaConf.structured(RunCfg)
-        cfg = OmegaConf.merge(schema, user, OmegaConf.from_dotlist(dotlist))
+        cfg = OmegaConf.merge(schema, user, overrides)
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise UserError(f"{yaml_path}: {msg} (see enhi/config.py for the valid keys)") from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 LIBRARY_LOGGERS = ("nemo_logger", "lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
-                   "lhotse", "numba", "nv_one_logger", "py.warnings")
+                   "lhotse", "numba", "nv_one_logger", "py.warnings", "bitsandbytes", "onnxruntime")
 
 
 class _LibraryLog(logging.Handler):

@@ -3,7 +3,9 @@
 - `AtomicCheckpointIO`: Lightning checkpoints written beside their destination and renamed (Lightning's own
   transaction writes to the system temp folder and then *copies* when that is another filesystem, so a kill
   during the copy leaves a truncated `last.ckpt`).
-- `AtomicSaveRestoreConnector`: the same for every `.nemo` NeMo writes (`save_to`, exp_manager's final model).
+- `AtomicSaveRestoreConnector`: the same for every `.nemo` NeMo writes (`save_to`, exp_manager's final model),
+  whose config is also made portable (`enhi.portable`: stock NeMo transcribes it from file paths, and it
+  names no folder of the machine that wrote it).
 - `ResumeState`: the data position and RNG state saved in each checkpoint, so a run killed and started again
   with the same command trains on the same batches with the same dropout/spec-augment draws as one that was
   never interrupted (Lightning restores weights, optimizer, scheduler and step counter itself).
@@ -25,9 +27,11 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 from nemo.utils.callbacks.nemo_model_checkpoint import NeMoModelCheckpoint
+from omegaconf import OmegaConf
 
 from enhi.atomic import atomic_path, remove_temporaries
 from enhi.errors import UserError
+from enhi.portable import portable_model_config
 
 PARTIAL_SUFFIX = ".partial"  # AtomicCheckpointIO's temporaries
 
@@ -55,13 +59,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class AtomicSaveRestoreConnector(SaveRestoreConnector):
-    """NeMo's connector, but a `.nemo` file appears whole or not at all."""
+    """NeMo's connector, but a `.nemo` file appears whole or not at all, with a portable config inside."""
 
     def save_to(self, model, save_path: str) -> None:
         if not self.pack_nemo_file:  # an unpacked folder: NeMo's own behaviour
             return super().save_to(model, save_path)
         with atomic_path(save_path) as tmp:
             super().save_to(model, str(tmp))
+
+    def _update_subconfigs(self, model, path2yaml_file) -> None:
+        # NeMo's hook on the config file it is packing, before artifact paths become `nemo:` names; the live
+        # model's config is left as it is (a run may still read its paths).
+        super()._update_subconfigs(model, path2yaml_file)
+        cfg = portable_model_config(OmegaConf.load(path2yaml_file))
+        with open(path2yaml_file, "w", encoding="utf-8") as f:
+            OmegaConf.save(cfg, f)
 
 
 def rng_state() -> dict[str, Any]:

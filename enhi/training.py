@@ -19,6 +19,7 @@ from enhi.console import StepProgressBar, open_library_log, say
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
 from enhi.manifest import read_manifest
+from enhi.portable import add_inference_ds_sections
 from enhi.resilience import (
     AtomicCheckpointIO,
     NonFiniteGuard,
@@ -51,7 +52,16 @@ def load_model(cfg: DictConfig, map_location: str = "cpu"):
         raise UserError("no starting model: set init_from_pretrained_model or init_from_nemo_model in the YAML")
     install_cpu_tdt_loss(model)
     make_saves_atomic(model)
+    add_inference_ds_sections(model.cfg)  # model.transcribe(paths) reads cfg.validation_ds (enhi.portable)
     return model
+
+
+def load_nemo_file(path: str | os.PathLike, map_location: str = "cpu"):
+    """`load_model` for one local `.nemo` (the user scripts' --model), with a one-line error when it is missing."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: model not found; give the path of a .nemo file")
+    cfg = OmegaConf.create({"init_from_nemo_model": str(path), "init_from_pretrained_model": None})
+    return load_model(cfg, map_location=map_location)
 
 
 def register_bnb_optimizer() -> str:

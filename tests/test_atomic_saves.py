@@ -107,3 +107,26 @@ def test_nemo_write_that_dies_leaves_no_file(en_tok_dir, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.parent.iterdir()) == ["m.nemo"]
     restored = type(model).restore_from(str(out), map_location="cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), restored.state_dict().values(), strict=True))
+
+
+def test_written_files_and_folders_get_the_usual_mode_not_a_private_temporarys(tmp_path):
+    """A .nemo, prediction file or tokenizer folder the project writes is readable as a plain write would make
+    it (mkstemp's temporaries are owner-only: a model copied to a server would be unreadable by its service)."""
+    import os
+    import stat
+
+    from enhi.atomic import atomic_dir, atomic_file, atomic_path
+
+    before = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "a.txt") as f:
+            f.write("x")
+        with atomic_path(tmp_path / "b.nemo") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "tok") as tmp:
+            (tmp / "t.model").write_bytes(b"x")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.nemo").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "tok").stat().st_mode) == 0o755

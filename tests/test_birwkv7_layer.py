@@ -172,7 +172,7 @@ def test_time_mix_at_inference_keeps_few_full_length_tensors(monkeypatch):
     # count is the layer's own; the profiler's allocator events make it exact. Unit: one (2B, T, C) fp32
     # tensor, the size of every per-direction intermediate. Keeping them all alive until return cost 18.5.
     import birwkv7.layer as layer_module
-    from birwkv7.long_audio import peak_memory_bytes
+    from enhi.long_audio import peak_memory_bytes
 
     def scan_allocations_only(r, w, k, v, a, b, backend):
         kernel_inputs = [t.to(torch.float32).contiguous() for t in (r, w, k, v, a, b)]
@@ -233,7 +233,7 @@ def _audio(seconds: float, seed: int) -> np.ndarray:
 
 
 def _transcribe(model, arrays: list[np.ndarray]) -> list[str]:
-    from birwkv7.long_audio import transcribe_arrays
+    from enhi.long_audio import transcribe_arrays
 
     return transcribe_arrays(model, arrays)
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from birwkv7 import nemo_encoder
 from birwkv7.chunked_subsampling import subsample_in_time_chunks, time_geometry
-from birwkv7.long_audio import peak_memory_bytes
 from birwkv7.nemo_encoder import BiRWKV7ConformerEncoder
+from enhi.long_audio import peak_memory_bytes
 
 FEAT_IN = 16
 

@@ -140,3 +140,29 @@ def test_offline_pretrained_name_gives_a_one_line_fix(tmp_path):
     with pytest.raises(UserError, match="set init_from_nemo_model instead"):
         load_model(cfg)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_an_override_that_is_not_valid_yaml_is_one_line_naming_the_argument_and_the_fix():
+    arg = "model.train_ds.manifests=[{path: a.json, lang: hi, type: nemo_tarred, tarred_audio_filepaths: a_{0..3}.tar}]"
+    with pytest.raises(UserError) as e:
+        _load("trainer.max_steps=5", arg)
+    msg = str(e.value)
+    assert msg.startswith(f"argument {arg!r}: the value is not valid YAML (") and "_OP_" in msg and "\n" not in msg
+    # The fix it names works: NeMo's brace pattern, or the path quoted.
+    for fixed in (arg.replace("a_{0..3}.tar", "a_OP_0..3_CL_.tar"), arg.replace("a_{0..3}.tar", '"a_{0..3}.tar"')):
+        _, cfg = _load("trainer.max_steps=5", fixed)
+        assert cfg.model.train_ds.manifests[0].tarred_audio_filepaths in ("a_OP_0..3_CL_.tar", "a_{0..3}.tar")
+
+
+def test_library_warnings_such_as_bitsandbytes_cpu_kernels_stay_off_the_terminal(capsys):
+    """bitsandbytes warns on import on some CPUs ("Failed to load CPU gemm_4bit_forward ..."); the scripts route
+    its logger to the run's library.log like NeMo's."""
+    import logging
+
+    from enhi.console import quiet_libraries
+
+    quiet_libraries()
+    logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward from kernels")
+    logging.getLogger("onnxruntime").warning("advice")
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""

@@ -132,3 +132,19 @@ def test_command_prints_summary_or_one_line_error(audio, tmp_path, capsys):
     assert code == 2
     assert err.strip().splitlines()[-1].startswith(f"error: {bad}:1: audio file")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.json", "bad.json", *(Path(a).name for a in audio.values())])
+
+
+def test_command_output_is_the_summary_only(audio, tmp_path):
+    """As a user runs it (its own process, where NeMo's import prints OneLogger's telemetry notes): the summary
+    and the verdict, no library lines."""
+    import subprocess
+    import sys
+
+    good = _manifest(tmp_path / "good.json", [{"audio_filepath": audio["ok1"], "duration": 1.0, "text": "hello"}])
+    r = subprocess.run([sys.executable, str(ROOT / "check_data.py"), f"model.tokenizer.dir={MERGED_DIR}",
+                        f"model.train_ds.manifests=[{{path: {good}, lang: en}}]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "data check passed" in r.stdout
+    for chatter in ("OneLogger", "No exporters were provided", "[NeMo"):
+        assert chatter not in r.stdout + r.stderr, chatter

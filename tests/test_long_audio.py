@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import load_script
 
-from birwkv7 import long_audio
-from birwkv7.long_audio import chunk_bounds, format_report, peak_memory_bytes, transcribe_long
+from enhi import long_audio
+from enhi.long_audio import chunk_bounds, format_report, peak_memory_bytes, transcribe_long
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -207,7 +208,7 @@ def saved_tiny(en_tok_dir, tmp_path_factory):
 
 
 def _cli(*args: str) -> None:
-    long_audio.main([*(str(a) for a in args), "--device", "cpu"])
+    load_script(ROOT / "transcribe_long.py").main([*(str(a) for a in args), "--device", "cpu"])
 
 
 def _bar_states(stderr: str) -> list[tuple[int, ...]]:

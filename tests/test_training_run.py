@@ -42,7 +42,18 @@ def test_run_logs_per_language_checkpoints_and_resumes(standin_nemo, small_corpu
     assert {"val_en_wer", "val_en_cer", "val_hi_wer", "val_hi_cer", "val_wer"} <= set(val.history[-1])
     run_dir = tmp_path / "run"
     assert list(run_dir.rglob("*last.ckpt")) and list(run_dir.rglob("events.out.tfevents*"))
-    assert list(run_dir.rglob("*.nemo"))  # the final model, saved on train end
+    # The final model, saved on train end, works in stock NeMo from file paths (its config has the inference
+    # sections NeMo's transcribe reads): the transcripts the project itself makes.
+    from nemo.collections.asr.models import ASRModel
+
+    from enhi.evaluate import transcribe_audio
+    from enhi.manifest import load_audio, read_manifest
+    from enhi.training import load_nemo_file
+
+    (final,) = run_dir.rglob("*.nemo")
+    audio = [e.audio_filepath for e in read_manifest(small_corpus["en_val"])][:3]
+    stock = ASRModel.restore_from(str(final), map_location="cpu").transcribe(audio, batch_size=3, verbose=False)
+    assert [h.text for h in stock] == transcribe_audio(load_nemo_file(final), [load_audio(a) for a in audio], batch_size=1)
 
     # The same command with more steps continues from the checkpoint instead of starting over.
     trainer, val, timer = start(6)

@@ -22,14 +22,12 @@ Reports ``duration_s``, ``wall_s`` and ``rtfx`` (= duration / wall); an optional
 about each batch of chunks. :func:`peak_memory_bytes` measures the peak memory of a call deterministically
 (CUDA allocator on GPU, the profiler's allocator events on CPU).
 
-Command line (transcript on stdout, a progress bar over chunks on stderr when there is more than one)::
-
-    uv run python -m birwkv7.long_audio --model converted.nemo --audio talk.wav [--chunk-s 300] [--out talk.txt]
+The command line is `transcribe_long.py` at the repository root (transcript on stdout, a progress bar over
+chunks on stderr when there is more than one).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -44,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from enhi.errors import UserError, exit_on_user_error
+from enhi.errors import UserError
 
 DEFAULT_FALLBACK_CHUNK_S = 480.0
 DEFAULT_MIN_TAIL_S = 1.0
@@ -236,7 +234,7 @@ def format_report(result: dict[str, Any]) -> str:
     )
 
 
-class _ChunkBar:
+class ChunkBar:
     """A ``progress`` callback drawing a tqdm bar on stderr (stdout stays the transcript).
 
     Drawn only for more than one chunk: a one-pass run is one forward call with nothing to count, and a bar
@@ -274,7 +272,7 @@ def _unreadable_nemo(path: Path, e: BaseException) -> UserError:
     return UserError(f"{path}: not a readable .nemo checkpoint ({e}); give a .nemo file saved by NeMo")
 
 
-def _check_model_file(path: Path) -> None:
+def check_model_file(path: Path) -> None:
     """One-line errors for a model path that is missing or not a .nemo, before the slow NeMo import."""
     if not path.exists():
         raise UserError(f"{path}: model not found; give the path of a .nemo file")
@@ -293,7 +291,7 @@ def _check_model_file(path: Path) -> None:
         )
 
 
-def _check_audio_file(path: Path) -> None:
+def check_audio_file(path: Path) -> None:
     """One-line errors for an audio path that is missing, unreadable or empty, before the model is loaded."""
     if not path.exists():
         raise UserError(f"{path}: audio file not found; check the path")
@@ -327,7 +325,8 @@ def _quiet_library_logs() -> Iterator[None]:
         one_logger.setLevel(before)
 
 
-def _load_model(path: Path, device: str) -> Any:
+def load_model_quietly(path: Path, device: str) -> Any:
+    """Restore a .nemo (BiRWKV7 or not) without NeMo's messages on stdout, where the transcript goes."""
     with _quiet_library_logs():
         from birwkv7.convert import restore
 
@@ -335,75 +334,3 @@ def _load_model(path: Path, device: str) -> Any:
             return restore(path, map_location=device)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise _unreadable_nemo(path, e) from None
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-@exit_on_user_error
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: print the transcript of one audio file (or write it with --out), then a one-line report."""
-    p = argparse.ArgumentParser(
-        prog="python -m birwkv7.long_audio",
-        description="Transcribe one audio file of any length with a .nemo model (BiRWKV7 or not).",
-    )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="a .nemo checkpoint (a fine-tuned using_birwkv7 one fits hours in one pass)",
-    )
-    p.add_argument(
-        "--audio", required=True, help="an audio file of any length (WAV, FLAC, ...; resampled if needed)"
-    )
-    p.add_argument(
-        "--chunk-s",
-        type=_positive_float,
-        default=None,
-        help="cut the audio into chunks of this many seconds, with a progress bar (default: one pass)",
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default=None, help="write the transcript to this file (whole or not at all)")
-    args = p.parse_args(argv)
-
-    model_path, audio_path = Path(args.model), Path(args.audio)
-    # Every check that needs no model runs first: loading one takes a while.
-    _check_model_file(model_path)
-    _check_audio_file(audio_path)
-    if args.out is not None and Path(args.out).is_dir():
-        raise UserError(f"{args.out}: is a folder; give --out a file name")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: no CUDA GPU here; pass --device cpu")
-
-    model = _load_model(model_path, args.device)
-    bar = _ChunkBar()
-    try:
-        result = transcribe_long(
-            model, audio_path, chunk_s=args.chunk_s, batch_size=args.batch_size, progress=bar
-        )
-    finally:
-        bar.close()
-    if args.out is None:
-        print(result["text"])
-    else:
-        from enhi.atomic import atomic_file
-
-        with atomic_file(args.out, "w", encoding="utf-8") as f:
-            f.write(result["text"] + "\n")
-        print(f"transcript written to {args.out} ({len(result['text'].split())} words)")
-    print(format_report(result))
-
-
-if __name__ == "__main__":
-    main()

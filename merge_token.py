@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from enhi.console import quiet_libraries
+
+    quiet_libraries()  # NeMo's import-time telemetry notes would print before the result
     report = merge_to_folder(args.base, args.new, args.out, new_vocab_size=args.new_vocab_size, force=args.force)
     dups = ", ".join(d["piece"] for d in report["duplicates"]) or "none"
     print(

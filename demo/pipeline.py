@@ -131,5 +131,5 @@ def report(cfg: DictConfig, results: dict) -> Path:
     out = rep.write(standin_scores(cfg), results)
     for name, r in results.items():
         if r["nemo"]:
-            print(f"{name}: final model {r['nemo']} (evaluate it with eval_nemo.py)")
+            print(f"{name}: final model {r['nemo']} (evaluate it with eval_nemo.py, deploy it with export_onnx.py)")
     return out

@@ -1,6 +1,6 @@
 """The tokenizers shipped under assets/ are the references: the hashes the committed merge report recorded for its
-inputs (../shared/reference when the README command built en1024_hi256/), and the files themselves where
-../shared sits beside the checkout."""
+inputs (the README command builds en1024_hi256/ from these copies; the hashes are those of ../shared/reference),
+and the files themselves where ../shared sits beside the checkout."""
 
 from __future__ import annotations
 

@@ -1,29 +1,33 @@
-"""Transcribe audio of any length with a NeMo ASR model (built for BiRWKV7 encoders, works with any).
+"""Transcribe audio of any length with a NeMo ASR model (BiRWKV7 or attention encoder).
 
-``transcribe_long(model, audio, chunk_s=None)``:
+``transcribe_long(model, audio, mode=...)``:
 
-* **One pass** when ``chunk_s`` is None or the audio is no longer than ``chunk_s``. With a BiRWKV7 encoder the
-  encoder's memory grows linearly with length, so hours fit where attention would need quadratic memory.
-  The steepest linear term was not the recurrence but NeMo's conv subsampling front end (its first conv's
-  output is 64x the encoder's hidden state); the BiRWKV7 encoder evaluates it in exact time chunks at
-  inference (:mod:`birwkv7.chunked_subsampling`), so the layers' own activations now set the limit.
-  If that pass runs out of memory, it falls back to chunks of ``fallback_chunk_s`` (480 s by default).
-* **Chunks** otherwise: the audio is cut at fixed, non-overlapping boundaries every ``chunk_s`` seconds (a
-  tail shorter than ``min_tail_s`` joins the previous chunk, so no chunk is too short to subsample),
-  chunks go through the model ``batch_size`` at a time, and the chunk texts are joined with one space.
-
-Why no overlap: chunks are long (minutes), so there is one boundary every few minutes, and the only error a
-hard cut can cause is at the word straddling it (split in two or dropped). An overlap would need a
-merge rule (token timestamps, midpoint cut); that machinery is not worth it for one word per 8 minutes.
-Stitching is therefore exact by construction: the result is the concatenation of what the model says for
-each chunk alone (padding in a batch does not change a chunk's result beyond float rounding).
+* **Pauses** (``mode="pauses"``, the command line's default): the recording is cut in the middle of every pause
+  (:func:`pause_segments`: quiet 10 ms frames, the threshold set from the file's own levels), each segment
+  trimmed to its speech and cut again at inner gaps if longer than 20 s, and the segments go through the model
+  ``batch_size`` at a time, shortest together. Why: a transducer's prediction network carries what it wrote
+  before, and a model trained on single utterances stops writing after the first sentence end of a long input;
+  the demo's stand-in does so on any input longer than one sentence, and also loses words after leading
+  silence. Segments that are single utterances keep the per-utterance score, and their times are the
+  timestamps (bench/bench_long_form.py measures both). ``pack_s`` joins segments up to that length for a model
+  trained on longer segments.
+* **One pass** (``"single"``). With a BiRWKV7 encoder the encoder's memory grows linearly with length, so hours
+  fit where attention would need quadratic memory. The steepest linear term was not the recurrence but NeMo's
+  conv subsampling front end (its first conv's output is 64x the encoder's hidden state); the BiRWKV7 encoder
+  evaluates it in exact time chunks at inference (:mod:`birwkv7.chunked_subsampling`), so the layers' own
+  activations now set the limit. If that pass runs out of memory, it falls back to chunks of
+  ``fallback_chunk_s`` (480 s by default). Whether the decoder keeps writing over that length is the model's
+  affair: the demo's stand-in does not.
+* **Chunks** (``"chunked"``): the audio is cut at fixed, non-overlapping boundaries every ``chunk_s`` seconds (a
+  tail shorter than ``min_tail_s`` joins the previous chunk, so no chunk is too short to subsample), and the
+  chunk texts are joined with one space. A cut can split a word; pauses mode avoids that.
 
 Reports ``duration_s``, ``wall_s`` and ``rtfx`` (= duration / wall); an optional ``progress`` callback hears
 about each batch of chunks. :func:`peak_memory_bytes` measures the peak memory of a call deterministically
 (CUDA allocator on GPU, the profiler's allocator events on CPU).
 
 The command line is `transcribe_long.py` at the repository root (transcript on stdout, a progress bar over
-chunks on stderr when there is more than one).
+pieces on stderr when there is more than one, segment timestamps as SRT or JSON via :func:`timestamps_text`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,14 @@ from enhi.errors import UserError
 
 DEFAULT_FALLBACK_CHUNK_S = 480.0
 DEFAULT_MIN_TAIL_S = 1.0
+# Pause segmentation: a pause is a run of quiet 10 ms frames at least this long (stop closures inside words last
+# tens of milliseconds); a segment longer than MAX_SEGMENT_S (what Parakeet trains on, about 20 s) is cut again
+# at its longest inner pause, or in the middle when it has none. Segments are trimmed to their speech: the
+# demo's stand-in, trained on clips that start with speech, loses words after leading silence (bench/RESULTS.md
+# long-form: 0.2 s of it before each utterance took English WER from 0.11 to 0.42).
+MIN_PAUSE_S = 0.25
+MAX_SEGMENT_S = 20.0
+FRAME_S = 0.01
 
 # progress(chunks_done, n_chunks, audio_seconds_done, audio_seconds_total)
 ProgressFn = Callable[[int, int, float, float], None]
@@ -103,9 +115,94 @@ def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
         return _decode(model, encoded, encoded_len)
 
 
+def frame_levels_db(samples: np.ndarray, sr: int, frame_s: float = FRAME_S) -> np.ndarray:
+    """RMS level of each `frame_s` frame in dB (full scale 0 dB)."""
+    n = max(1, round(frame_s * sr))
+    frames = samples[: samples.size // n * n].reshape(-1, n) if samples.size >= n else samples[None, :]
+    return 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+
+
+def quiet_frames(levels_db: np.ndarray) -> np.ndarray:
+    """Frames below a threshold set from the file itself: 35 dB under its loud speech (95th percentile), but at
+    least 10 dB above its floor (1st percentile: a recording may pause for only a few percent of its frames), so
+    a steady noise floor counts as quiet."""
+    floor, loud = np.percentile(levels_db, 1), np.percentile(levels_db, 95)
+    return levels_db < max(floor + 10.0, loud - 35.0)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def pause_segments(samples: np.ndarray, sr: int, min_pause_s: float = MIN_PAUSE_S,
+                   max_segment_s: float = MAX_SEGMENT_S, pack_s: float = 0.0) -> list[dict[str, float]]:
+    """Speech segments of a recording, `{"start", "end"}` in seconds: cut in the middle of every pause of at
+    least `min_pause_s`, each then trimmed to its first and last non-quiet frame (the model hears speech, not the
+    pause around it). Stretches with no speech are left out. `pack_s` > 0 joins neighbouring segments, pauses
+    included, while the joined one stays within `pack_s` seconds (for a model trained on multi-sentence segments).
+    """
+    quiet = quiet_frames(frame_levels_db(samples, sr))
+    n_frames, min_run = quiet.size, max(1, round(min_pause_s / FRAME_S))
+    pauses = [(a, b) for a, b in _runs(quiet) if b - a >= min_run]
+    cuts = [0] + [(a + b) // 2 for a, b in pauses if 0 < a and b < n_frames] + [n_frames]
+    pieces = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        loud = np.flatnonzero(~quiet[a:b])
+        if loud.size:
+            pieces.append((a + int(loud[0]), a + int(loud[-1]) + 1))
+    max_frames = max(1, round(max_segment_s / FRAME_S))
+    out: list[tuple[int, int]] = []
+    while pieces:  # split what is too long at its longest inner pause (any length), else in the middle
+        a, b = pieces.pop(0)
+        if b - a <= max_frames:
+            out.append((a, b))
+            continue
+        inner = [(x, y) for x, y in _runs(quiet[a:b]) if 0 < x and y < b - a]
+        if inner:
+            x, y = max(inner, key=lambda r: r[1] - r[0])
+            pieces[:0] = [(a, a + x), (a + y, b)]
+        else:
+            pieces[:0] = [(a, a + (b - a) // 2), (a + (b - a) // 2, b)]
+    if pack_s > 0:
+        packed: list[tuple[int, int]] = []
+        for a, b in out:
+            if packed and b - packed[-1][0] <= round(pack_s / FRAME_S):
+                packed[-1] = (packed[-1][0], b)
+            else:
+                packed.append((a, b))
+        out = packed
+    return [{"start": a * FRAME_S, "end": min(b * FRAME_S, samples.size / sr)} for a, b in out]
+
+
 def _is_oom(e: BaseException) -> bool:
     oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     return isinstance(e, oom_type) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
+def _transcribe_pieces(model: Any, samples: np.ndarray, bounds: list[tuple[int, int]], batch_size: int,
+                       progress: ProgressFn | None, by_length: bool) -> list[str]:
+    """Texts of `samples[s:e]` for each bound, `batch_size` pieces per forward (shortest together when
+    `by_length`, less padding), in the order of `bounds`; `progress` hears chunks and audio seconds done."""
+    sr = model_sample_rate(model)
+    order = sorted(range(len(bounds)), key=lambda i: bounds[i][1] - bounds[i][0]) if by_length else list(range(len(bounds)))
+    texts: list[str] = [""] * len(bounds)
+    done_samples, total = 0, max(1, sum(b - a for a, b in bounds))
+    if progress is not None:
+        progress(0, len(bounds), 0.0, samples.size / sr)
+    for i in range(0, len(order), batch_size):
+        batch = order[i : i + batch_size]
+        for j, t in zip(batch, transcribe_arrays(model, [samples[bounds[j][0] : bounds[j][1]] for j in batch]), strict=True):
+            texts[j] = t
+        done_samples += sum(bounds[j][1] - bounds[j][0] for j in batch)
+        if progress is not None:  # audio seconds in proportion, so the pauses left out still count as done
+            progress(i + len(batch), len(bounds), samples.size / sr * done_samples / total, samples.size / sr)
+    return texts
+
+
+MODES = ("single", "chunked", "pauses")
 
 
 def transcribe_long(
@@ -116,18 +213,29 @@ def transcribe_long(
     fallback_chunk_s: float = DEFAULT_FALLBACK_CHUNK_S,
     min_tail_s: float = DEFAULT_MIN_TAIL_S,
     progress: ProgressFn | None = None,
+    mode: str | None = None,
+    pack_s: float = 0.0,
 ) -> dict[str, Any]:
     """Transcribe ``audio`` (1-D float array at the model's sample rate, or a file path) of any length.
 
-    ``progress``, when given and the audio goes in chunks, is called with ``(0, n, 0.0, duration_s)`` before the
-    first batch and with the chunks and audio seconds done after each batch.
+    ``mode``: "single" (one pass; chunks of ``fallback_chunk_s`` if it runs out of memory), "chunked" (fixed
+    chunks of ``chunk_s``) or "pauses" (:func:`pause_segments`, joined up to ``pack_s`` seconds when > 0);
+    None means "single" without ``chunk_s`` and "chunked" with it. ``progress``, when given and the audio goes
+    in pieces, is called with ``(0, n, 0.0, duration_s)`` before the first batch and with the pieces and audio
+    seconds done after each batch.
 
-    Returns ``{"text", "duration_s", "wall_s", "rtfx", "n_chunks", "chunk_s", "mode", "chunk_texts"}``;
-    ``mode`` is "single" or "chunked", ``chunk_s`` the chunk length used (None for one pass). Wall time
-    covers the model work (forward and decoding), not reading the file.
+    Returns ``{"text", "duration_s", "wall_s", "rtfx", "n_chunks", "chunk_s", "mode", "chunk_texts",
+    "segments"}``; ``mode`` is what ran, ``chunk_s`` the chunk length used (None otherwise), ``segments`` one
+    ``{"start", "end", "text"}`` per piece in seconds. Wall time covers the
+    model work (segmentation, forward and decoding), not reading the file.
     """
+    mode = mode or ("single" if chunk_s is None else "chunked")
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if chunk_s is not None and chunk_s <= 0:
         raise UserError(f"chunk_s must be positive, got {chunk_s}")
+    if mode == "chunked" and chunk_s is None:
+        raise UserError("mode chunked needs chunk_s (the chunk length in seconds)")
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
     sr = model_sample_rate(model)
@@ -149,8 +257,16 @@ def transcribe_long(
     model.eval()
     t0 = time.perf_counter()
     try:
-        mode, used_chunk_s, texts = "single", None, None
-        if chunk_s is None or duration_s <= chunk_s:
+        used_chunk_s, texts, spans = None, None, [(0.0, duration_s)]
+        if mode == "pauses":
+            segs = pause_segments(samples, sr, pack_s=pack_s)
+            bounds = [(round(g["start"] * sr), round(g["end"] * sr)) for g in segs]
+            spans = [(g["start"], g["end"]) for g in segs]
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True)
+        elif mode == "chunked" and chunk_s is not None and duration_s > chunk_s:
+            pass  # below, with the fallback's chunks
+        else:
+            mode = "single"
             try:
                 texts = transcribe_arrays(model, [samples])
             except RuntimeError as e:
@@ -163,14 +279,8 @@ def transcribe_long(
         if texts is None:
             mode, used_chunk_s = "chunked", float(chunk_s)
             bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr))
-            texts = []
-            if progress is not None:
-                progress(0, len(bounds), 0.0, duration_s)
-            for i in range(0, len(bounds), batch_size):
-                batch = bounds[i : i + batch_size]
-                texts += transcribe_arrays(model, [samples[s:e] for s, e in batch])
-                if progress is not None:
-                    progress(len(texts), len(bounds), batch[-1][1] / sr, duration_s)
+            spans = [(a / sr, b / sr) for a, b in bounds]
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False)
     finally:
         model.train(was_training)
     wall_s = time.perf_counter() - t0
@@ -183,6 +293,7 @@ def transcribe_long(
         "chunk_s": used_chunk_s,
         "mode": mode,
         "chunk_texts": texts,
+        "segments": [{"start": a, "end": b, "text": t.strip()} for (a, b), t in zip(spans, texts, strict=True)],
     }
 
 
@@ -223,15 +334,36 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str = "cpu")
 
 def format_report(result: dict[str, Any]) -> str:
     """One line: duration, wall time, RTFx and how it ran."""
-    how = (
-        "one pass"
-        if result["mode"] == "single"
-        else f"{result['n_chunks']} chunks of {result['chunk_s']:g} s"
-    )
+    if result["mode"] == "chunked":
+        how = f"{result['n_chunks']} chunks of {result['chunk_s']:g} s"
+    elif result["mode"] == "pauses":
+        how = f"{result['n_chunks']} segments cut at pauses"
+    else:
+        how = "one pass"
     return (
         f"duration {result['duration_s']:.1f} s, wall {result['wall_s']:.2f} s, "
         f"RTFx {result['rtfx']:.1f} ({how})"
     )
+
+
+def _srt_time(t: float) -> str:
+    ms = round(t * 1000)
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def timestamps_text(result: dict[str, Any], fmt: str) -> str:
+    """The result's segments as SRT (`fmt` "srt": numbered cues) or JSON (`fmt` "json": a list of {start, end,
+    text} in seconds); segments with no text are left out."""
+    segs = [g for g in result["segments"] if g["text"]]
+    if fmt == "json":
+        import json
+
+        return json.dumps([{k: round(v, 3) if k != "text" else v for k, v in g.items()} for g in segs],
+                          ensure_ascii=False, indent=1) + "\n"
+    if fmt == "srt":
+        return "".join(f"{i}\n{_srt_time(g['start'])} --> {_srt_time(g['end'])}\n{g['text']}\n\n"
+                       for i, g in enumerate(segs, 1))
+    raise ValueError(f"timestamps format must be srt or json, got {fmt!r}")
 
 
 class ChunkBar:

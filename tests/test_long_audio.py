@@ -257,8 +257,9 @@ class _Records(logging.Handler):
 def test_cli_one_pass_has_no_bar_and_writes_out_whole(saved_tiny, tmp_path, capfd):
     model, nemo, wav = saved_tiny
     out_file = tmp_path / "sub" / "talk.txt"
-    _cli("--model", nemo, "--audio", wav, "--out", out_file)
+    _cli("--model", nemo, "--audio", wav, "--mode", "single", "--out", out_file)
     out, err = capfd.readouterr()
+    assert err.startswith("mode: single (asked for")
     text = transcribe_long(model, wav)["text"]
     assert out_file.read_text(encoding="utf-8") == text + "\n"
     assert [p.name for p in out_file.parent.iterdir()] == ["talk.txt"]  # no temporary left beside it

@@ -1,0 +1,131 @@
+"""Long-form accuracy: is a long recording transcribed as well as its utterances one by one? Per mode of
+transcribe_long.py: WER/CER against the per-utterance baseline, timestamps, RTFx and peak memory (CPU).
+
+    uv run ft_110M_enhi_demo.py                  # first, once: the demo's recipe model and validation clips
+    uv run python bench/bench_long_form.py [--model demo_cache/runs/recipe/version_0/checkpoints/recipe.nemo]
+
+Recordings (demo.long_form, seeded): all 100 English validation utterances end to end (about 5 min), all 100
+Hindi ones (about 5.5 min), and a code-switched stretch (25 English and 25 Hindi, alternating); two voices per
+language that training never used, pauses of 0.3-1.5 s, a -65 dB noise floor. The per-utterance baseline cuts
+the same samples at the known utterance places. Modes: one pass (also with NeMo's local attention,
+`change_attention_model("rel_pos_local_attn", [64, 64])`), fixed chunks of 10 s and 30 s, and cut at pauses
+(also packed into segments of up to 20 s). Timestamps: share of utterances whose start and end lie within 0.3 s
+of a segment's. Writes the table and the verdicts on the targets to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from bench.results import header, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL = ROOT / "demo_cache" / "runs" / "recipe" / "version_0" / "checkpoints" / "recipe.nemo"
+VAL = {lang: ROOT / "demo_cache" / "corpus" / "manifests" / f"{lang}_val.json" for lang in ("en", "hi")}
+BATCH = 16
+TOL_S = 0.3
+LOCAL = 64  # encoder frames of context each side for the local-attention row (80 ms each: 5.1 s)
+MARGIN = 0.03  # the target: long-form within this of the per-utterance score, in each language
+MODES = {  # name -> transcribe_long keywords (None: the per-utterance baseline)
+    "per utterance (baseline)": None,
+    "one pass": {"mode": "single"},
+    "one pass, local attention 64": {"mode": "single", "local_attention": True},
+    "chunks of 10 s": {"mode": "chunked", "chunk_s": 10.0},
+    "chunks of 30 s": {"mode": "chunked", "chunk_s": 30.0},
+    "pauses": {"mode": "pauses"},
+    "pauses, packed to 20 s": {"mode": "pauses", "pack_s": 20.0},
+}
+
+
+def run_mode(model, samples, utts, kwargs: dict | None) -> dict:
+    import time
+
+    from demo.long_form import boundary_hits, per_utterance, score
+    from enhi.long_audio import peak_memory_bytes, transcribe_arrays, transcribe_long
+
+    if kwargs is None:
+        pieces = per_utterance(samples, utts)
+
+        def work() -> str:
+            return " ".join(t.strip() for i in range(0, len(pieces), BATCH) for t in transcribe_arrays(model, pieces[i:i + BATCH]))
+
+        t0 = time.perf_counter()
+        text = work()
+        wall = time.perf_counter() - t0
+        segments = [{"start": u["start"], "end": u["end"]} for u in utts]
+    else:
+        kw = {k: v for k, v in kwargs.items() if k != "local_attention"}
+
+        def work() -> dict:
+            return transcribe_long(model, samples, batch_size=BATCH, **kw)
+
+        r = work()
+        text, wall, segments = r["text"], r["wall_s"], r["segments"]
+    peak = peak_memory_bytes(work)
+    return {**score(utts, text), "rtfx": len(samples) / 16000 / wall, "peak_mib": peak / 2**20,
+            "hits": boundary_hits(utts, segments, TOL_S), "n_segments": len(segments)}
+
+
+def verdicts(rows: dict[str, dict[str, dict]]) -> list[str]:
+    lines = ["Against the targets (recordings of 5 minutes or more, mode `pauses`, the CLI's default):"]
+    for rec, metric in (("English", "wer"), ("Hindi", "cer")):
+        base, long = rows[rec]["per utterance (baseline)"][metric], rows[rec]["pauses"][metric]
+        ok = long <= base + MARGIN
+        lines.append(f"- {rec} {metric.upper()} within +{MARGIN} of per-utterance: {'MET' if ok else 'MISSED'} "
+                     f"({long:.3f} against {base:.3f}, {long - base:+.3f})")
+    hits = min(rows[rec]["pauses"]["hits"] for rec in rows)
+    lines.append(f"- timestamps within {TOL_S} s for at least 95% of segments: {'MET' if hits >= 0.95 else 'MISSED'} "
+                 f"(worst recording {hits:.0%})")
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    from enhi.console import quiet_libraries
+
+    quiet_libraries()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, default=DEMO_MODEL, help="the model to measure (default: the demo's recipe)")
+    args = p.parse_args(argv)
+    if not args.model.is_file() or not all(v.is_file() for v in VAL.values()):
+        sys.exit(f"error: {args.model} or the demo's validation manifests are missing; run `uv run ft_110M_enhi_demo.py` first")
+
+    from demo.long_form import long_recording
+    from enhi.manifest import read_manifest
+    from enhi.training import load_nemo_file
+
+    model = load_nemo_file(args.model)
+    model.eval()
+    local = load_nemo_file(args.model)  # a second copy, with NeMo's limited-context attention (a NeMo model has
+    local.change_attention_model("rel_pos_local_attn", [LOCAL, LOCAL])  # no deepcopy)
+    local.eval()
+    val = {lang: read_manifest(path) for lang, path in VAL.items()}
+    mixed = [e for pair in zip(val["en"][:25], val["hi"][:25], strict=True) for e in pair]
+    recordings = {"English": val["en"], "Hindi": val["hi"], "code-switched": mixed}
+    rows: dict[str, dict[str, dict]] = {}
+    lines = ["| recording | mode | WER | CER | words out / reference | segments | timestamps within 0.3 s | RTFx | peak MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for seed, (rec, entries) in enumerate(recordings.items(), start=1):
+        samples, utts = long_recording(entries, seed=seed)
+        print(f"== {rec}: {len(samples) / 16000:.0f} s, {len(utts)} utterances ==", flush=True)
+        rows[rec] = {}
+        for name, kw in MODES.items():
+            m = local if kw and kw.get("local_attention") else model
+            r = rows[rec][name] = run_mode(m, samples, utts, kw)
+            line = (f"| {rec} ({len(samples) / 16000 / 60:.1f} min) | {name} | {r['wer']:.3f} | {r['cer']:.3f} | "
+                    f"{r['words_out']} / {r['words_ref']} | {r['n_segments']} | {r['hits']:.0%} | {r['rtfx']:.0f} | {r['peak_mib']:.0f} |")
+            print(line, flush=True)
+            lines.append(line)
+    text = "\n".join([*lines, "", *verdicts(rows)])
+    print("\n" + text)
+    note = ("Model: the demo's recipe (stand-in size, attention encoder). Batches of 16 pieces; RTFx from a run without "
+            "the profiler, peak memory from a second run under it (the CPU allocator's high-water mark). The "
+            "baseline's timestamps are the known places themselves. A BiRWKV7 model was not measured here.")
+    write_section("long-form", "\n".join([*header("Long-form accuracy by mode (bench/bench_long_form.py)"), text, "", note]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,94 @@
+"""Long recordings transcribed as well as their utterances: pause segmentation on signals with known pauses, and
+the shipped English stand-in on a minute-long recording (score against per-utterance, timestamps, the CLI's
+default mode with SRT and JSON output)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import ROOT, load_script
+
+from demo.long_form import SR, boundary_hits, long_recording, per_utterance, score
+from enhi.long_audio import pause_segments, transcribe_arrays, transcribe_long
+
+STANDIN = ROOT / "assets" / "standin" / "standin_en.nemo"
+BOUND = 0.05  # long-form WER may exceed per-utterance WER by at most this (the bench's target is 0.03 over 5 min)
+
+
+def _bursts(spec: list[tuple[str, float]], seed: int = 0) -> np.ndarray:
+    """Noise bursts ("s", seconds) and silences ("-", seconds) laid end to end, on a -70 dB noise floor."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.standard_normal(round(d * SR)).astype(np.float32) * (0.2 if kind == "s" else 0.0) for kind, d in spec]
+    x = np.concatenate(parts)
+    return x + rng.standard_normal(x.size).astype(np.float32) * 10 ** (-70 / 20)
+
+
+def test_pause_segments_cut_at_pauses_only_and_trim_to_speech():
+    # A 0.1 s gap is a closure inside speech, not a pause; 0.5 s and 1.0 s gaps are pauses.
+    x = _bursts([("-", 0.7), ("s", 1.0), ("-", 0.1), ("s", 0.8), ("-", 0.5), ("s", 1.2), ("-", 1.0), ("s", 0.5), ("-", 0.4)])
+    segs = pause_segments(x, SR)
+    want = [(0.7, 2.6), (3.1, 4.3), (5.3, 5.8)]
+    assert len(segs) == len(want)
+    for g, (a, b) in zip(segs, want, strict=True):
+        assert abs(g["start"] - a) <= 0.011 and abs(g["end"] - b) <= 0.011, (g, a, b)
+
+
+def test_a_segment_longer_than_the_limit_is_cut_at_its_longest_inner_gap_and_packing_joins_neighbours():
+    x = _bursts([("s", 6.0), ("-", 0.05), ("s", 3.0), ("-", 0.12), ("s", 4.0)])
+    segs = pause_segments(x, SR, max_segment_s=10.0)
+    assert [(round(g["start"], 2), round(g["end"], 2)) for g in segs] == [(0.0, 9.05), (9.17, 13.17)]
+    y = _bursts([("s", 2.0), ("-", 0.5)] * 4)
+    packed = pause_segments(y, SR, pack_s=5.0)
+    assert [(round(g["start"], 2), round(g["end"], 2)) for g in packed] == [(0.0, 4.5), (5.0, 9.5)]
+
+
+@pytest.fixture(scope="module")
+def recording(small_corpus):
+    """About a minute of the shipped stand-in's language: 24 English utterances in four voices, varied pauses."""
+    from enhi.manifest import read_manifest
+    from enhi.training import load_nemo_file
+
+    entries = read_manifest(small_corpus["en_val"]) + read_manifest(small_corpus["en_train"])[:16]
+    samples, utts = long_recording(entries, seed=0)
+    model = load_nemo_file(STANDIN)
+    model.eval()
+    return model, samples, utts
+
+
+def test_pauses_mode_scores_as_the_utterances_one_by_one(recording):
+    model, samples, utts = recording
+    assert len(samples) / SR > 55
+    per = score(utts, " ".join(t.strip() for t in transcribe_arrays(model, per_utterance(samples, utts))))
+    assert per["wer"] < 0.5 and per["words_out"] > 0.8 * per["words_ref"]  # the stand-in hears these
+    r = transcribe_long(model, samples, mode="pauses", batch_size=8)
+    long = score(utts, r["text"])
+    assert long["wer"] <= per["wer"] + BOUND, (long, per)
+    assert boundary_hits(utts, r["segments"], tol_s=0.3) >= 0.95
+
+
+def test_cli_default_is_pauses_and_writes_srt_and_json_timestamps(recording, tmp_path, capfd):
+    model, samples, utts = recording
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, samples, SR, subtype="PCM_16")
+    main = load_script(ROOT / "transcribe_long.py").main
+    main(["--model", str(STANDIN), "--audio", str(wav), "--timestamps", str(tmp_path / "talk.srt"), "--device", "cpu"])
+    out, err = capfd.readouterr()
+    assert err.startswith("mode: pauses (the default: cut at pauses")
+    assert out.splitlines()[-1].endswith("segments cut at pauses)")
+    srt = (tmp_path / "talk.srt").read_text(encoding="utf-8")
+    cues = re.findall(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n(.+)\n\n", srt)
+    assert len(cues) >= 0.95 * len(utts) and [int(c[0]) for c in cues] == list(range(1, len(cues) + 1))
+    starts = [int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for _, h, m, s, ms, *_ in cues]
+    assert sum(min(abs(t - u["start"]) for t in starts) <= 0.3 for u in utts) >= 0.95 * len(utts)
+    main(["--model", str(STANDIN), "--audio", str(wav), "--timestamps", str(tmp_path / "talk.json"), "--device", "cpu"])
+    capfd.readouterr()
+    segs = json.loads((tmp_path / "talk.json").read_text(encoding="utf-8"))
+    assert [g["text"] for g in segs] == [c[-1] for c in cues]
+    assert boundary_hits(utts, segs, tol_s=0.3) >= 0.95
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(STANDIN), "--audio", str(wav), "--timestamps", str(tmp_path / "talk.txt")])
+    assert e.value.code == 2 and "writes .srt or .json" in capfd.readouterr().err

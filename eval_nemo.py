@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from enhi.errors import UserError, exit_on_user_error
+from enhi.errors import exit_on_user_error
 
 
 @exit_on_user_error
@@ -30,11 +30,11 @@ def main(argv: list[str]) -> None:
 
     from enhi.atomic import atomic_file
     from enhi.evaluate import error_rates, transcribe_entries
+    from enhi.inputs import check_model_file
     from enhi.manifest import read_manifest
     from enhi.training import load_nemo_file
 
-    if not Path(args.model).is_file():
-        raise UserError(f"{args.model}: model not found; give the path of a .nemo file")
+    check_model_file(Path(args.model))  # before the manifests are read: a wrong path costs no time
     groups: dict[str, list] = {}
     for path in args.manifest:
         for e in read_manifest(path):

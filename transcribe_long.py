@@ -47,11 +47,10 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str]) -> None:
     import torch
 
+    from enhi.inputs import check_audio_file, check_model_file
     from enhi.long_audio import (
         MODES,
         ChunkBar,
-        check_audio_file,
-        check_model_file,
         format_report,
         load_model_quietly,
         timestamps_text,

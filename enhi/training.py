@@ -57,9 +57,11 @@ def load_model(cfg: DictConfig, map_location: str = "cpu"):
 
 
 def load_nemo_file(path: str | os.PathLike, map_location: str = "cpu"):
-    """`load_model` for one local `.nemo` (the user scripts' --model), with a one-line error when it is missing."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: model not found; give the path of a .nemo file")
+    """`load_model` for one local `.nemo` (the user scripts' --model); a missing, truncated or foreign file is a
+    one-line error (`enhi.inputs.check_model_file`)."""
+    from enhi.inputs import check_model_file
+
+    check_model_file(Path(path))
     cfg = OmegaConf.create({"init_from_nemo_model": str(path), "init_from_pretrained_model": None})
     return load_model(cfg, map_location=map_location)
 

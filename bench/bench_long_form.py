@@ -9,7 +9,8 @@ Hindi ones (about 5.5 min), and a code-switched stretch (25 English and 25 Hindi
 language that training never used, pauses of 0.3-1.5 s, a -65 dB noise floor. The per-utterance baseline cuts
 the same samples at the known utterance places. Modes: one pass (also with NeMo's local attention,
 `change_attention_model("rel_pos_local_attn", [64, 64])`), fixed chunks of 10 s and 30 s, and cut at pauses
-(also packed into segments of up to 20 s). Timestamps: share of utterances whose start and end lie within 0.3 s
+(also packed into segments of up to 20 s); for a BiRWKV7 model (`--model` of a using_birwkv7 fine-tune) the
+same without the local-attention row, in a section of its own. Timestamps: share of utterances whose start and end lie within 0.3 s
 of a segment's. Writes the table and the verdicts on the targets to bench/RESULTS.md.
 """
 
@@ -93,15 +94,19 @@ def main(argv: list[str]) -> None:
     if not args.model.is_file() or not all(v.is_file() for v in VAL.values()):
         sys.exit(f"error: {args.model} or the demo's validation manifests are missing; run `uv run ft_110M_enhi_demo.py` first")
 
+    from birwkv7.convert import is_birwkv7
     from demo.long_form import long_recording
     from enhi.manifest import read_manifest
     from enhi.training import load_nemo_file
 
     model = load_nemo_file(args.model)
     model.eval()
-    local = load_nemo_file(args.model)  # a second copy, with NeMo's limited-context attention (a NeMo model has
-    local.change_attention_model("rel_pos_local_attn", [LOCAL, LOCAL])  # no deepcopy)
-    local.eval()
+    rwkv = is_birwkv7(model)
+    modes = {k: v for k, v in MODES.items() if not (rwkv and v and v.get("local_attention"))}  # attention only
+    if not rwkv:
+        local = load_nemo_file(args.model)  # a second copy, with NeMo's limited-context attention (a NeMo model
+        local.change_attention_model("rel_pos_local_attn", [LOCAL, LOCAL])  # has no deepcopy)
+        local.eval()
     val = {lang: read_manifest(path) for lang, path in VAL.items()}
     mixed = [e for pair in zip(val["en"][:25], val["hi"][:25], strict=True) for e in pair]
     recordings = {"English": val["en"], "Hindi": val["hi"], "code-switched": mixed}
@@ -112,7 +117,7 @@ def main(argv: list[str]) -> None:
         samples, utts = long_recording(entries, seed=seed)
         print(f"== {rec}: {len(samples) / 16000:.0f} s, {len(utts)} utterances ==", flush=True)
         rows[rec] = {}
-        for name, kw in MODES.items():
+        for name, kw in modes.items():
             m = local if kw and kw.get("local_attention") else model
             r = rows[rec][name] = run_mode(m, samples, utts, kw)
             line = (f"| {rec} ({len(samples) / 16000 / 60:.1f} min) | {name} | {r['wer']:.3f} | {r['cer']:.3f} | "
@@ -121,10 +126,12 @@ def main(argv: list[str]) -> None:
             lines.append(line)
     text = "\n".join([*lines, "", *verdicts(rows)])
     print("\n" + text)
-    note = ("Model: the demo's recipe (stand-in size, attention encoder). Batches of 16 pieces; RTFx from a run without "
+    encoder = "BiRWKV7 encoder" if rwkv else "attention encoder"
+    note = (f"Model: {args.model.name} (stand-in size, {encoder}). Batches of 16 pieces; RTFx from a run without "
             "the profiler, peak memory from a second run under it (the CPU allocator's high-water mark). The "
-            "baseline's timestamps are the known places themselves. A BiRWKV7 model was not measured here.")
-    write_section("long-form", "\n".join([*header("Long-form accuracy by mode (bench/bench_long_form.py)"), text, "", note]))
+            "baseline's timestamps are the known places themselves.")
+    write_section("long-form-birwkv7" if rwkv else "long-form",
+                  "\n".join([*header(f"Long-form accuracy by mode, {encoder} (bench/bench_long_form.py)"), text, "", note]))
 
 
 if __name__ == "__main__":

@@ -143,6 +143,11 @@ def test_export_refuses_birwkv7_and_bad_input_in_one_line(models, tmp_path, caps
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing left behind
     code, _, err = run_main(EXPORT, ["--model", str(tmp_path / "no.nemo"), "--out", str(out)], capsys)
     assert code == 2 and "no.nemo: model not found" in err
+    cut = tmp_path / "cut.nemo"
+    cut.write_bytes(models["adapted"].read_bytes()[:100_000])
+    code, _, err = run_main(EXPORT, ["--model", str(cut), "--out", str(out)], capsys)
+    assert code == 2 and "cut.nemo: not a readable .nemo checkpoint" in err and err.count("\n") == 1
+    cut.unlink()
     out.mkdir()
     code, _, err = run_main(EXPORT, ["--model", str(models["adapted"]), "--out", str(out)], capsys)
     assert code == 2 and "output folder exists; pass --force" in err

@@ -3,6 +3,7 @@ transcribe_long.py: WER/CER against the per-utterance baseline, timestamps, RTFx
 
     uv run ft_110M_enhi_demo.py                  # first, once: the demo's recipe model and validation clips
     uv run python bench/bench_long_form.py [--model demo_cache/runs/recipe/version_0/checkpoints/recipe.nemo]
+    uv run python bench/bench_long_form.py --birwkv7      # the same recipe with using_birwkv7=true (trained first)
 
 Recordings (demo.long_form, seeded): all 100 English validation utterances end to end (about 5 min), all 100
 Hindi ones (about 5.5 min), and a code-switched stretch (25 English and 25 Hindi, alternating); two voices per
@@ -26,6 +27,7 @@ from bench.results import header, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "demo_cache" / "runs" / "recipe" / "version_0" / "checkpoints" / "recipe.nemo"
+BIRWKV7_MODEL = ROOT / "demo_cache" / "recipe_birwkv7.nemo"
 VAL = {lang: ROOT / "demo_cache" / "corpus" / "manifests" / f"{lang}_val.json" for lang in ("en", "hi")}
 BATCH = 16
 TOL_S = 0.3
@@ -71,6 +73,29 @@ def run_mode(model, samples, utts, kwargs: dict | None) -> dict:
             "hits": boundary_hits(utts, segments, TOL_S), "n_segments": len(segments)}
 
 
+def train_birwkv7(out: Path = BIRWKV7_MODEL) -> Path:
+    """The demo's recipe arm with `using_birwkv7=true` (attention init), same data and steps, saved to `out`."""
+    from lightning.pytorch import seed_everything
+
+    from birwkv7.convert import convert_to_birwkv7
+    from demo import pipeline as demo
+    from enhi.config import load_run_config
+    from enhi.training import configure_model, fit, load_model, save_model
+    from enhi.transplant import change_vocabulary
+
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    cfg = demo.prepare(cfg)
+    c = demo.arm_config(cfg, demo.Arm("recipe_birwkv7", True))
+    seed_everything(cfg.seed)
+    model = load_model(cfg)
+    ad = c.model.adaptation
+    change_vocabulary(model, cfg.model.tokenizer.dir, True, ad.new_rows, ad.new_token_mass_bound)
+    model = convert_to_birwkv7(model, head_size=None, init="attention")
+    configure_model(model, c, bnb_optim=False)
+    fit(model, c, history_path=demo.history_path(c))
+    return save_model(model, out)
+
+
 def verdicts(rows: dict[str, dict[str, dict]]) -> list[str]:
     lines = ["Against the targets (recordings of 5 minutes or more, mode `pauses`, the CLI's default):"]
     for rec, metric in (("English", "wer"), ("Hindi", "cer")):
@@ -90,7 +115,11 @@ def main(argv: list[str]) -> None:
     quiet_libraries()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=DEMO_MODEL, help="the model to measure (default: the demo's recipe)")
+    p.add_argument("--birwkv7", action="store_true",
+                   help=f"measure {BIRWKV7_MODEL.relative_to(ROOT)} instead, training it first if missing (train_birwkv7)")
     args = p.parse_args(argv)
+    if args.birwkv7:
+        args.model = BIRWKV7_MODEL if BIRWKV7_MODEL.is_file() else train_birwkv7()
     if not args.model.is_file() or not all(v.is_file() for v in VAL.values()):
         sys.exit(f"error: {args.model} or the demo's validation manifests are missing; run `uv run ft_110M_enhi_demo.py` first")
 

@@ -11,6 +11,16 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; `platform.processor()` is empty there) and architecture."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{name or platform.processor() or 'unknown'} ({platform.machine()})"
+
+
 def machine() -> str:
     """The GPU's name when there is one, else the CPU, with torch's version."""
     import torch
@@ -18,7 +28,7 @@ def machine() -> str:
     if torch.cuda.is_available():
         dev = f"{torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda})"
     else:
-        dev = f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
+        dev = f"CPU {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}"
     return dev
 
 

@@ -5,7 +5,7 @@ Two things stand between a model this project trains and NeMo's most common call
 
 * NeMo's transcribe builds its dataloader from `cfg.validation_ds` (it reads `use_start_end_token` there), and
   the project validates with its own per-language sets, so the model's config had no such section: the call
-  failed with `Key 'validation_ds' is not in struct`. `inference_ds_sections` gives the model the inference
+  failed with `Key 'validation_ds' is not in struct`. `add_inference_ds_sections` gives the model the inference
   sections NeMo's released checkpoints carry (no manifest, NeMo's inference defaults).
 * The config recorded the paths it was trained with (tokenizer folder, training manifests), absolute on the
   machine that made it. `relative_paths` writes every path under the repository root relative to it, so a

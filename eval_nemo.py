@@ -5,6 +5,10 @@
 
 Utterances are grouped by their manifest's `lang` field (else by manifest file name). Text is normalized the
 same way for reference and hypothesis: Unicode NFC, punctuation removed, Latin lower-cased, Devanagari as is.
+
+--lang-hint also decodes each group with only its language's tokens (`en`: the base model's pieces; any other
+`lang`: the new pieces and the script-free shared ones; enhi/lang_hint.py) and reports both scores side by
+side, for users who know each file's language; predictions then carry `pred_text_hint` too.
 """
 
 import argparse
@@ -26,11 +30,13 @@ def main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="predictions, JSON lines (written whole or not at all)")
     p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lang-hint", action="store_true", help="also decode each language with its own tokens only")
     args = p.parse_args(argv)
 
     from enhi.atomic import atomic_file
     from enhi.evaluate import error_rates, transcribe_entries
     from enhi.inputs import check_model_file
+    from enhi.lang_hint import restricted_to
     from enhi.manifest import read_manifest
     from enhi.training import load_nemo_file
 
@@ -45,11 +51,20 @@ def main(argv: list[str]) -> None:
     for lang, entries in groups.items():
         hyps = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang} ({len(entries)} utterances)")
         r = error_rates([e.text for e in entries], hyps)
-        table.append(f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}")
-        rows += [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
+        line = f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}"
+        preds = [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
+        if args.lang_hint:
+            with restricted_to(model, lang):
+                hinted = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang}, hint")
+            rh = error_rates([e.text for e in entries], hinted)
+            line += f" {rh['wer']:>10.3f} {rh['cer']:>10.3f}"
+            for row, h in zip(preds, hinted, strict=True):
+                row["pred_text_hint"] = h
+        table.append(line)
+        rows += preds
     with atomic_file(args.out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7}")
+    print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7}" + (f" {'WER (hint)':>10} {'CER (hint)':>10}" if args.lang_hint else ""))
     print("\n".join(table))
     print(f"predictions written to {args.out}")
 

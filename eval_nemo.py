@@ -35,12 +35,10 @@ def main(argv: list[str]) -> None:
 
     from enhi.atomic import atomic_file
     from enhi.evaluate import error_rates, transcribe_entries
-    from enhi.inputs import check_model_file
     from enhi.lang_hint import restricted_to
     from enhi.manifest import read_manifest
     from enhi.training import load_nemo_file
 
-    check_model_file(Path(args.model))  # before the manifests are read: a wrong path costs no time
     groups: dict[str, list] = {}
     for path in args.manifest:
         for e in read_manifest(path):

@@ -264,9 +264,7 @@ def transcribe_long(
             bounds = [(round(g["start"] * sr), round(g["end"] * sr)) for g in segs]
             spans = [(g["start"], g["end"]) for g in segs]
             texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True)
-        elif mode == "chunked" and chunk_s is not None and duration_s > chunk_s:
-            pass  # below, with the fallback's chunks
-        else:
+        elif mode == "single" or duration_s <= chunk_s:  # audio no longer than one chunk: one pass
             mode = "single"
             try:
                 texts = transcribe_arrays(model, [samples])

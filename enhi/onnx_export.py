@@ -31,7 +31,8 @@ from enhi.errors import UserError
 ONNX_ASR_TYPE = "nemo-conformer-tdt"
 ENCODER, DECODER_JOINT = "encoder-model.onnx", "decoder_joint-model.onnx"
 INT8_SUFFIX = ".int8.onnx"
-# onnx-asr's NeMo feature extractor, as the model config spells each setting (None: the setting may be absent).
+# onnx-asr's NeMo feature extractor, as the model config spells each setting (a setting the config leaves out
+# takes NeMo's default, which is this value).
 ONNX_ASR_FEATURES = {"sample_rate": 16000, "window_size": 0.025, "window_stride": 0.01, "n_fft": 512,
                      "window": "hann", "normalize": "per_feature", "log": True}
 ONNX_ASR_MEL_BINS = (80, 128)
@@ -49,9 +50,9 @@ def check_exportable(model: Any, source: str) -> None:
     if is_birwkv7(model):
         raise UserError(f"{source}: a BiRWKV7 encoder cannot be exported to ONNX (its time loop does not trace into "
                         "a graph of any length); transcribe it with NeMo (eval_nemo.py, transcribe_long.py)")
-    if not hasattr(model, "joint") or not tdt_durations(model):
-        raise UserError(f"{source}: not a TDT transducer model; export_onnx.py writes onnx-asr's {ONNX_ASR_TYPE} layout")
     durations = tdt_durations(model)
+    if not hasattr(model, "joint") or not durations:
+        raise UserError(f"{source}: not a TDT transducer model; export_onnx.py writes onnx-asr's {ONNX_ASR_TYPE} layout")
     if durations != list(range(len(durations))):
         raise UserError(f"{source}: TDT durations {durations} are not 0, 1, 2, ...; onnx-asr reads a duration as its "
                         "index, so it would decode this model wrongly")

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INFERENCE_SECTIONS = ("validation_ds", "test_ds")
@@ -56,11 +56,10 @@ def relative_text(text: str, root: Path = REPO_ROOT) -> str:
 
 
 def relative_paths(node: Any, root: Path = REPO_ROOT) -> Any:
-    """Every string in a config tree with `relative_text` applied (a new plain container)."""
-    if isinstance(node, DictConfig | dict):
-        items = node.items() if isinstance(node, dict) else OmegaConf.to_container(node, resolve=True).items()
-        return {k: relative_paths(v, root) for k, v in items}
-    if isinstance(node, ListConfig | list | tuple):
+    """Every string in a plain container tree (dicts, lists) with `relative_text` applied, as a new tree."""
+    if isinstance(node, dict):
+        return {k: relative_paths(v, root) for k, v in node.items()}
+    if isinstance(node, list | tuple):
         return [relative_paths(v, root) for v in node]
     if isinstance(node, str):
         return relative_text(node, root)
@@ -69,6 +68,6 @@ def relative_paths(node: Any, root: Path = REPO_ROOT) -> Any:
 
 def portable_model_config(cfg: DictConfig, root: Path = REPO_ROOT) -> DictConfig:
     """A copy of a model config with the inference dataset sections and repository paths made relative."""
-    out = OmegaConf.create(relative_paths(cfg, root))
+    out = OmegaConf.create(relative_paths(OmegaConf.to_container(cfg, resolve=True), root))
     return add_inference_ds_sections(out)
 

@@ -28,7 +28,7 @@ SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to",
 
 
 @exit_on_user_error
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict:
     from enhi.console import phase, quiet_libraries, show_library_logs
 
     quiet_libraries()  # NeMo's and Lightning's messages go to the run's library.log (verbose=true shows them)
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
 
                 raise UserError("adapt_only=true needs save_to=PATH.nemo")
             print(f"adapted model written to {save_model(model, sw['save_to'])}")
-            return
+            return {}
         # 5. Fine-tune on English + Hindi (pretrained weights slower, new rows faster: model.adaptation);
         #    validation WER/CER per language; checkpoints and final .nemo.
         with phase(f"{arm.name}: fine-tune"):
@@ -86,6 +86,7 @@ def main(argv: list[str]) -> None:
     if offline_demo:  # table, transcripts and plot: stand-in before adaptation vs the recipe vs plain
         with phase("results"):
             demo.report(cfg, results)
+    return results  # per arm: validation history, step times, examples, final .nemo (benchmarks read it)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def state_bytes(opt: torch.optim.Optimizer) -> int:
 def run(shape: str, optimizer: str, steps: int, device: str) -> dict:
     import bitsandbytes as bnb
 
-    from enhi.evaluate import _batch
+    from enhi.evaluate import audio_batch
     from enhi.tiny_model import PARAKEET_110M, build_parakeet_model
     from enhi.transplant import install_cpu_tdt_loss
 
@@ -42,7 +42,7 @@ def run(shape: str, optimizer: str, steps: int, device: str) -> dict:
     cls = bnb.optim.AdamW8bit if optimizer == "AdamW8bit" else torch.optim.AdamW
     opt = cls(params, lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-3)
     g = torch.Generator().manual_seed(0)
-    sig, lens = _batch([torch.randn(16000 * 4, generator=g).numpy() * 0.1 for _ in range(4)], torch.device(device))
+    sig, lens = audio_batch([torch.randn(16000 * 4, generator=g).numpy() * 0.1 for _ in range(4)], torch.device(device))
     tr = torch.randint(0, model.tokenizer.vocab_size, (4, 20), generator=g).to(device)
     tl = torch.full((4,), 20, device=device)
     times = []

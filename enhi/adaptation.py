@@ -28,6 +28,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
+from enhi.forgetting import Anchor, Distillation
 from enhi.transplant import VocabLayout
 
 
@@ -42,6 +43,7 @@ def new_token_rows(model) -> list[tuple[torch.nn.Parameter, slice]]:
         conv = model.ctc_decoder.decoder_layers[-1]
         out += [(conv.weight, rows), (conv.bias, rows)]
     return out
+
 
 
 class NewRowsLrScale(pl.Callback):
@@ -137,6 +139,11 @@ def adaptation_callbacks(model, cfg) -> list[pl.Callback]:
         out.append(NewRowsLrScale(new_token_rows(model), row_scale))
     if a.freeze_encoder_steps > 0:
         out.append(EncoderWarmupFreeze(a.freeze_encoder_steps))
+    if _transplanted(model) and a.distill_weight > 0:
+        out.append(Distillation(model, a.distill_weight, a.distill_on))
+    if _transplanted(model) and a.anchor_weight > 0:
+        out.append(Anchor(model, a.anchor_weight, a.anchor_fisher, cfg, a.fisher_utterances))
     if _transplanted(model) and a.average_with_pretrained > 0:
         out.append(AverageWithPretrained(model, a.average_with_pretrained, cfg.trainer.max_steps))
     return out
+

@@ -99,6 +99,11 @@ class Adaptation:
     heads_lr_scale: float = 1.0  # prediction network, joint and CTC head (their old rows) at this x optim.lr
     freeze_encoder_steps: int = 0  # encoder held (no update, eval mode) for this many steps
     average_with_pretrained: float = 0.0  # weight of the pretrained model in a final average (0 = off)
+    distill_weight: float = 0.0  # distillation from the starting model on old-language utterances (enhi/forgetting.py)
+    distill_on: str = "joint"  # joint | ctc | encoder: what the distillation matches
+    anchor_weight: float = 0.0  # pull of the pretrained weights toward their start, lr x w x F per step (0 = off)
+    anchor_fisher: bool = False  # F = EWC's diagonal Fisher on old-language audio; false = 1 (plain L2)
+    fisher_utterances: int = 128  # old-language utterances the Fisher is estimated on
 
 
 @dataclass
@@ -222,6 +227,14 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
         raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained={w} must be in [0, 1); 0 turns it off")
     if w > 0 and int(cfg.trainer.get("max_steps", -1)) <= 0:
         raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained happens at trainer.max_steps; set it")
+    a = cfg.model.adaptation
+    if a.distill_on not in ("joint", "ctc", "encoder"):
+        raise UserError(f"{yaml_path}: model.adaptation.distill_on={a.distill_on!r}; expected joint, ctc or encoder")
+    for key in ("distill_weight", "anchor_weight"):
+        if a[key] < 0:
+            raise UserError(f"{yaml_path}: model.adaptation.{key}={a[key]} must be >= 0; 0 turns it off")
+    if a.anchor_fisher and a.fisher_utterances < 1:
+        raise UserError(f"{yaml_path}: model.adaptation.fisher_utterances={a.fisher_utterances} must be >= 1")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:
         raise UserError(f"{yaml_path}: both init_from_pretrained_model and init_from_nemo_model are set; set one of them")
     if cfg.init_from_nemo_model and not Path(cfg.init_from_nemo_model).is_file():

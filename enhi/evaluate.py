@@ -51,7 +51,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
     return {"wer": we / max(wn, 1), "cer": ce / max(cn, 1)}
 
 
-def _batch(audios: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def audio_batch(audios: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     lens = torch.tensor([len(a) for a in audios], dtype=torch.long)
     sig = torch.zeros(len(audios), int(lens.max()), dtype=torch.float32)
     for i, a in enumerate(audios):
@@ -80,7 +80,7 @@ def transcribe_audio(
     starts = range(0, len(audios), batch_size)
     try:
         for i in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) <= 4):
-            sig, lens = _batch(audios[i : i + batch_size], device)
+            sig, lens = audio_batch(audios[i : i + batch_size], device)
             enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
             if decoder == "tdt":
                 hyps = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)
@@ -138,34 +138,42 @@ def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: i
     return results
 
 
+def token_batch(model, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts as the model's padded token ids (B, U) and their lengths, on the model's device."""
+    device = next(model.parameters()).device
+    ids = [model.tokenizer.text_to_ids(t) for t in texts]
+    tl = torch.tensor([len(x) for x in ids], dtype=torch.long, device=device)
+    tr = torch.zeros(len(ids), int(tl.max()), dtype=torch.long, device=device)
+    for i, x in enumerate(ids):
+        tr[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+    return tr, tl
+
+
+def hybrid_loss(model, sig: torch.Tensor, lens: torch.Tensor, tr: torch.Tensor, tl: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The model's training objective on one batch as tensors (gradients flow unless the caller disables them):
+    transducer loss as configured (`rnnt`), CTC loss (`ctc`, when weighted) and their configured mix (`total`).
+    Spec-augment and dropout apply only if the model is in training mode."""
+    enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
+    dec, target_len, _ = model.decoder(targets=tr, target_length=tl)
+    # The raw joint (B, T, U+1, V+1+D): the same whether or not the model fuses loss and WER.
+    joint = model.joint.joint(enc.transpose(1, 2), dec.transpose(1, 2))
+    rnnt = model.loss(log_probs=joint, targets=tr, input_lengths=enc_len, target_lengths=target_len)
+    out = {"rnnt": rnnt, "total": rnnt}
+    w = getattr(model, "ctc_loss_weight", 0)
+    if w > 0:
+        ctc = model.ctc_loss(log_probs=model.ctc_decoder(encoder_output=enc), targets=tr, input_lengths=enc_len,
+                             target_lengths=tl)
+        out.update(ctc=ctc, total=(1 - w) * rnnt + w * ctc)
+    return out
+
+
 def batch_losses(model, audios: Sequence[np.ndarray], texts: Sequence[str]) -> dict[str, float]:
-    """The model's training objective on one batch, computed outside Lightning (eval mode: no dropout or
-    spec-augment): transducer loss as configured, CTC loss, and their configured mix."""
+    """`hybrid_loss` as floats, computed outside Lightning in eval mode (no dropout or spec-augment)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            sig, lens = _batch(audios, device)
-            ids = [model.tokenizer.text_to_ids(t) for t in texts]
-            tl = torch.tensor([len(x) for x in ids], dtype=torch.long, device=device)
-            tr = torch.zeros(len(ids), int(tl.max()), dtype=torch.long, device=device)
-            for i, x in enumerate(ids):
-                tr[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
-            dec, target_len, _ = model.decoder(targets=tr, target_length=tl)
-            # The raw joint (B, T, U+1, V+1+D): the same whether or not the model fuses loss and WER.
-            joint = model.joint.joint(enc.transpose(1, 2), dec.transpose(1, 2))
-            rnnt = model.loss(log_probs=joint, targets=tr, input_lengths=enc_len, target_lengths=target_len)
-            out = {"rnnt": float(rnnt)}
-            if getattr(model, "ctc_loss_weight", 0) > 0:
-                ctc = model.ctc_loss(
-                    log_probs=model.ctc_decoder(encoder_output=enc), targets=tr, input_lengths=enc_len, target_lengths=tl
-                )
-                w = model.ctc_loss_weight
-                out.update(ctc=float(ctc), total=float((1 - w) * rnnt + w * ctc))
-            else:
-                out["total"] = out["rnnt"]
-            return out
+            sig, lens = audio_batch(audios, next(model.parameters()).device)
+            return {k: float(v) for k, v in hybrid_loss(model, sig, lens, *token_batch(model, texts)).items()}
     finally:
         model.train(was_training)

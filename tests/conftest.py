@@ -105,7 +105,7 @@ def small_corpus(tmp_path_factory) -> dict[str, Path]:
 
 def train_briefly(model, manifest: Path, steps: int, batch: int = 12, lr: float = 3e-3, seed: int = 0) -> list[float]:
     """A plain training loop (no Lightning) on one manifest: enough to make a tiny model emit real transcripts."""
-    from enhi.evaluate import _batch
+    from enhi.evaluate import audio_batch
     from enhi.manifest import load_audio, read_manifest
 
     random.seed(seed)
@@ -118,7 +118,7 @@ def train_briefly(model, manifest: Path, steps: int, batch: int = 12, lr: float 
     losses = []
     for step in range(steps):
         idx = [(step * batch + i) % len(entries) for i in range(batch)]
-        sig, lens = _batch([audio[i] for i in idx], torch.device("cpu"))
+        sig, lens = audio_batch([audio[i] for i in idx], torch.device("cpu"))
         tl = torch.tensor([len(ids[i]) for i in idx])
         tr = torch.zeros(batch, int(tl.max()), dtype=torch.long)
         for j, i in enumerate(idx):

@@ -21,11 +21,20 @@ def test_targets_are_judged_on_the_means_over_seeds():
     assert lines[2] == "- out of the mute stage (mean Hindi CER < 0.9) in at most half of plain's steps: MISSED (recipe at step 200, plain at 200)"
     assert lines[1].startswith("- Hindi CER <= plain's at every checkpoint from a third of training on: MET (step 200: 0.700 vs 0.850")
     assert lines[3] == "- English WER never above the stand-in's + 0.02 (0.080): MET (worst 0.080)"
-    assert lines[4] == "- English WER at the end <= the stand-in's (0.060): MET (0.055)"
-    worse = [_run([0.06, 0.2, 0.1, 0.09, 0.07], [1.0, 0.8, 0.9, 0.6, 0.5])] * 3
+    assert lines[4] == "- English WER at the end within the stand-in's + 0.01 (0.070): MET (0.055)"
+    assert lines[5] == ("- median step time at most 1.3x plain's: not measured (no timed run of both arms; rerun them "
+                        "with --rerun)")
+    timed = [{**r, "median_step_s": t} for r, t in zip(recipe, (0.48, 0.52), strict=True)]  # median 0.50
+    assert targets(timed, [{**plain[0], "median_step_s": 0.40}], 0.06)[5] == (
+        "- median step time at most 1.3x plain's: MET (1.25x: 0.500 s vs 0.400 s)")
+    assert targets(timed, [{**plain[0], "median_step_s": 0.37}], 0.06)[5].startswith(
+        "- median step time at most 1.3x plain's: MISSED (1.35x")
+    worse = [_run([0.06, 0.2, 0.1, 0.09, 0.069], [1.0, 0.8, 0.9, 0.6, 0.5])] * 3
     lines = targets(worse, plain, standin_en_wer=0.06)
     assert "MISSED (step 200: 0.900 vs 0.850" in lines[1] and "MET (recipe at step 100, plain at 200)" in lines[2]
-    assert lines[3].endswith("MISSED (worst 0.200)") and lines[4].endswith("MISSED (0.070)")
+    assert lines[3].endswith("MISSED (worst 0.200)") and lines[4].endswith("MET (0.069)")
+    worse_end = [_run([0.06, 0.2, 0.1, 0.09, 0.071], [1.0, 0.8, 0.9, 0.6, 0.5])] * 3
+    assert targets(worse_end, plain, standin_en_wer=0.06)[4].endswith("MISSED (0.071)")
 
 
 def test_table_keeps_every_arm_and_says_when_a_seed_never_left_the_mute_stage():
@@ -56,3 +65,6 @@ def test_an_english_share_arm_reweights_the_prepared_manifests_through_the_scrip
     _, cfg = load_run_config({}, config, [_expand("english_share=0.7", config)])
     got = [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests]
     assert got == [("/c/en_train.json", "en", 0.7), ("/c/hi_train.json", "hi", pytest.approx(0.3))]
+    # english_only: the other languages are left out, not kept at weight 0 (Lhotse refuses a zero weight).
+    _, cfg = load_run_config({}, config, [_expand("english_share=1.0", config)])
+    assert [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests] == [("/c/en_train.json", "en", 1.0)]

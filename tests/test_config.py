@@ -40,6 +40,19 @@ def test_unknown_or_misspelled_keys_are_errors(arg, message):
         _load(arg)
 
 
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("model.adaptation.distill_on=decoder", r"distill_on='decoder'; expected joint, ctc or encoder"),
+        ("model.adaptation.distill_weight=-1", r"distill_weight=-1.0 must be >= 0"),
+        ("model.adaptation.anchor_weight=-0.5", r"anchor_weight=-0.5 must be >= 0"),
+    ],
+)
+def test_bad_forgetting_settings_are_one_line_errors(arg, message):
+    with pytest.raises(UserError, match=r"ft_110M_enhi.yaml: model.adaptation." + message):
+        _load(arg)
+
+
 def test_a_misspelled_key_in_the_yaml_file_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(YAML.read_text().replace("weight_decay:", "weight_decy:"))

@@ -29,6 +29,9 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
             "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1",
             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
             "trainer.max_steps=2", "trainer.val_check_interval=2",
+            # Distillation and EWC on: the Fisher is computed by rank 0 and read by both.
+            "model.adaptation.distill_weight=1", "model.adaptation.anchor_weight=1",
+            "model.adaptation.anchor_fisher=true", "model.adaptation.fisher_utterances=16",
             f"exp_manager.exp_dir={tmp_path}", "exp_manager.name=ddp",
         ],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
@@ -52,5 +55,6 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
     # Validation was scored once per interval (each rank transcribed half, rank 0 wrote the history).
     history = [json.loads(line) for line in (run / "val_history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [0, 2]
+    assert (run / "fisher.pt").is_file()  # computed once, by rank 0
     names = [p.name for p in run.rglob("*")]
     assert not [n for n in names if re.search(r"rank-?1|rank_1", n)], names

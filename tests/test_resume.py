@@ -1,6 +1,6 @@
 """A run killed with SIGKILL (mid-step, or the instant a checkpoint lands) and started again with the same command
 ends exactly where an uninterrupted run ends: same per-step training loss, same weights, same optimizer state
-(8-bit AdamW's quantized state included)."""
+(8-bit AdamW's quantized state included), with distillation and EWC on (same teacher, same Fisher)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool) -> list[str]:
         f"model.tokenizer.dir={MERGED_DIR}",
         "model.adaptation.new_rows=mean",  # the romanizer's 5 s load per run would test nothing about resuming
         f"bnb_optim={str(bnb).lower()}",
+        # The methods against forgetting hold state of their own (a teacher, anchor weights, a Fisher file): on.
+        "model.adaptation.distill_weight=1",
+        "model.adaptation.anchor_weight=1",
+        "model.adaptation.anchor_fisher=true",
+        "model.adaptation.fisher_utterances=16",
         f"model.train_ds.manifests=[{{path: {corpus['en_train']}, lang: en}}, {{path: {corpus['hi_train']}, lang: hi}}]",
         f"model.validation_ds.sets=[{{name: en, path: {corpus['en_val']}, lang: en}}]",
         "model.train_ds.batch_duration=12",

@@ -31,19 +31,15 @@ def _last_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
-def measure(cfg, start: dict, ckpt: Path) -> dict[str, dict[str, float]]:
-    """English WER and Hindi CER (TDT) of the checkpoint as trained, after each part's reset, and the start."""
+def measure(model, start: dict, sets: dict, ckpt: Path) -> dict[str, dict[str, float]]:
+    """English WER and Hindi CER (TDT) of the checkpoint as trained, after each part's reset, and the start.
+    `model`: the start model's architecture; its weights are overwritten."""
     import torch
 
     from enhi.evaluate import evaluate_sets
     from enhi.reset import PARTS, reset_part
-    from enhi.training import eval_sets, load_nemo_file
-    from enhi.transplant import change_vocabulary
 
-    model = load_nemo_file(cfg.init_from_nemo_model)
-    change_vocabulary(model, cfg.model.tokenizer.dir, transplant=True, new_rows="mean")
     trained = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    sets = eval_sets(cfg.model.validation_ds)
     out = {}
     for label, prefixes in [("as trained", []), *[(f"{p} reset", [x]) for p, x in PARTS.items()],
                             ("everything but the new rows reset", list(PARTS.values()))]:
@@ -61,7 +57,8 @@ def main() -> None:
 
     from bench.bench_adaptation import _demo_config
     from demo.common import CACHE
-    from enhi.reset import start_state
+    from enhi.reset import start_model, weights_copy
+    from enhi.training import eval_sets
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arm", default="recipe", help="the bench_adaptation arm whose final checkpoints are examined")
@@ -70,12 +67,14 @@ def main() -> None:
 
     config, _ = _demo_config()
     cfg = OmegaConf.load(config)
-    start = start_state(cfg.init_from_nemo_model, cfg.model.tokenizer.dir)
+    model = start_model(cfg.init_from_nemo_model, cfg.model.tokenizer.dir)  # loaded once, reused for every seed
+    start = weights_copy(model)
+    sets = eval_sets(cfg.model.validation_ds)
     per_seed = []
     for seed in args.seeds:
         ckpt = _last_checkpoint(CACHE / "bench_runs" / f"{args.arm}__seed{seed}")
         print(f"seed {seed}: {ckpt.relative_to(CACHE)}", flush=True)
-        per_seed.append(measure(cfg, start, ckpt))
+        per_seed.append(measure(model, start, sets, ckpt))
 
     def cell(label: str, key: str) -> str:
         xs = [r[label][key] for r in per_seed]

@@ -90,6 +90,9 @@ class Optim:
     sched: Sched = field(default_factory=Sched)
 
 
+DISTILL_TARGETS = ("joint", "ctc", "encoder")  # what distillation can match (enhi/forgetting.py)
+
+
 @dataclass
 class Adaptation:
     new_rows: str = "mean"  # "romanized" | "mean": where new token rows start (enhi/transplant.py)
@@ -100,7 +103,7 @@ class Adaptation:
     freeze_encoder_steps: int = 0  # encoder held (no update, eval mode) for this many steps
     average_with_pretrained: float = 0.0  # weight of the pretrained model in a final average (0 = off)
     distill_weight: float = 0.0  # distillation from the starting model on old-language utterances (enhi/forgetting.py)
-    distill_on: str = "joint"  # joint | ctc | encoder: what the distillation matches
+    distill_on: str = "joint"  # one of DISTILL_TARGETS: what the distillation matches
     anchor_weight: float = 0.0  # pull of the pretrained weights toward their start, lr x w x F per step (0 = off)
     anchor_fisher: bool = False  # F = EWC's diagonal Fisher on old-language audio; false = 1 (plain L2)
     fisher_utterances: int = 128  # old-language utterances the Fisher is estimated on
@@ -228,8 +231,9 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
     if w > 0 and int(cfg.trainer.get("max_steps", -1)) <= 0:
         raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained happens at trainer.max_steps; set it")
     a = cfg.model.adaptation
-    if a.distill_on not in ("joint", "ctc", "encoder"):
-        raise UserError(f"{yaml_path}: model.adaptation.distill_on={a.distill_on!r}; expected joint, ctc or encoder")
+    if a.distill_on not in DISTILL_TARGETS:
+        raise UserError(f"{yaml_path}: model.adaptation.distill_on={a.distill_on!r}; expected "
+                        f"{', '.join(DISTILL_TARGETS[:-1])} or {DISTILL_TARGETS[-1]}")
     for key in ("distill_weight", "anchor_weight"):
         if a[key] < 0:
             raise UserError(f"{yaml_path}: model.adaptation.{key}={a[key]} must be >= 0; 0 turns it off")

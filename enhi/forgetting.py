@@ -43,10 +43,10 @@ import lightning.pytorch as pl
 import torch
 
 from enhi.atomic import atomic_file
+from enhi.config import DISTILL_TARGETS, train_manifests
 from enhi.errors import UserError
 from enhi.transplant import VocabLayout
 
-DISTILL_TARGETS = ("joint", "ctc", "encoder")
 FISHER_FILE = "fisher.pt"
 FISHER_BATCH = 8
 
@@ -210,8 +210,7 @@ class Distillation(pl.Callback):
                 out = original(batch, *args, **kwargs)
                 term = self.term(pl_module, batch)
             finally:
-                seen, self._seen = self._seen, {}
-            del seen
+                self._seen = {}  # drop the captured activations with the step
             if term is not None:
                 out["loss"] = out["loss"] + self.weight * term
                 pl_module.log("train_distill", term.detach(), on_step=True, on_epoch=False)
@@ -355,7 +354,6 @@ def _new_row_masks(model) -> dict[str, torch.Tensor]:
 
 def fisher_entries(cfg, model, n: int) -> list:
     """Up to `n` old-language utterances of the plain training manifests, in an order fixed by `cfg.seed`."""
-    from enhi.config import train_manifests
     from enhi.manifest import read_manifest
 
     n_old = old_vocab_size(model)

@@ -14,15 +14,25 @@ from enhi.adaptation import new_token_rows
 PARTS = {"encoder": "encoder.", "prediction network": "decoder.", "joint": "joint.", "CTC head": "ctc_decoder."}
 
 
-def start_state(pretrained_nemo: str, tokenizer_dir: str) -> dict[str, torch.Tensor]:
-    """The weights fine-tuning started from: the pretrained model with the enlarged vocabulary, every old row
-    carried across (the transplant). New rows are whatever the transplant gives; `reset_part` never uses them."""
+def start_model(pretrained_nemo: str, tokenizer_dir: str):
+    """The model fine-tuning started from: the pretrained model with the enlarged vocabulary, every old row carried
+    across (the transplant). Its new rows are whatever the transplant gives; `reset_part` never uses them."""
     from enhi.training import load_nemo_file
     from enhi.transplant import change_vocabulary
 
     model = load_nemo_file(pretrained_nemo)
     change_vocabulary(model, tokenizer_dir, transplant=True, new_rows="mean")
+    return model
+
+
+def weights_copy(model) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's state dict (what `reset_part` puts back)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def start_state(pretrained_nemo: str, tokenizer_dir: str) -> dict[str, torch.Tensor]:
+    """`start_model`'s weights, copied."""
+    return weights_copy(start_model(pretrained_nemo, tokenizer_dir))
 
 
 def reset_part(model, start: dict[str, torch.Tensor], prefix: str) -> int:

@@ -45,7 +45,7 @@ import torch
 from enhi.atomic import atomic_file
 from enhi.config import DISTILL_TARGETS, train_manifests
 from enhi.errors import UserError
-from enhi.transplant import VocabLayout
+from enhi.transplant import VocabLayout, tdt_omega_off
 
 FISHER_FILE = "fisher.pt"
 FISHER_BATCH = 8
@@ -367,8 +367,8 @@ def fisher_entries(cfg, model, n: int) -> list:
 
 
 def diagonal_fisher(model, cfg, n: int) -> dict[str, torch.Tensor]:
-    """Mean squared gradient of the model's training loss (eval mode) over batches of old-language utterances,
-    normalized to mean 1 over the anchored weights."""
+    """Mean squared gradient of the model's training loss (eval mode, TDT branch) over batches of old-language
+    utterances, normalized to mean 1 over the anchored weights."""
     from enhi.evaluate import audio_batch, hybrid_loss, load_audio, token_batch
 
     entries = sorted(fisher_entries(cfg, model, n), key=lambda e: e.duration)
@@ -382,7 +382,8 @@ def diagonal_fisher(model, cfg, n: int) -> dict[str, torch.Tensor]:
             model.zero_grad(set_to_none=True)
             sig, lens = audio_batch([load_audio(e.audio_filepath) for e in chunk], model.device)
             tr, tl = token_batch(model, [e.text for e in chunk])
-            hybrid_loss(model, sig, lens, tr, tl)["total"].backward()
+            with tdt_omega_off(model):  # the TDT branch every time: the Fisher must not depend on global `random`
+                hybrid_loss(model, sig, lens, tr, tl)["total"].backward()
             for name, p in params.items():
                 if p.grad is not None:
                     sums[name] += p.grad.detach() ** 2

@@ -11,8 +11,10 @@ rows move to their new positions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -196,6 +198,24 @@ def install_cpu_tdt_loss(model) -> None:
     model.loss._loss = DeviceDispatchTDTLoss(inner, cpu)
     if model.joint.fuse_loss_wer:
         model.joint.set_loss(model.loss)
+
+
+@contextlib.contextmanager
+def tdt_omega_off(model) -> Iterator[None]:
+    """Within the block the model's TDT loss always takes its TDT branch: NeMo's loss otherwise switches the
+    whole call to plain RNN-T with probability omega, drawn from the global `random`, so a measurement (the
+    Fisher) would depend on whatever drew from that generator before it. No-op for other losses."""
+    inner = getattr(getattr(model, "loss", None), "_loss", None)
+    losses = [inner.cuda_loss, inner.cpu_loss] if isinstance(inner, DeviceDispatchTDTLoss) else [inner]
+    losses = [m for m in losses if hasattr(m, "omega")]
+    saved = [m.omega for m in losses]
+    for m in losses:
+        m.omega = 0.0
+    try:
+        yield
+    finally:
+        for m, w in zip(losses, saved, strict=True):
+            m.omega = w
 
 
 def change_vocabulary(

@@ -79,7 +79,9 @@ def main(argv: list[str]) -> dict:
         # 5. Fine-tune on English + Hindi (pretrained weights slower, new rows faster: model.adaptation);
         #    validation WER/CER per language; checkpoints and final .nemo.
         with phase(f"{arm.name}: fine-tune"):
-            _, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=offline_demo))
+            # The curve starts anew unless this run may continue an interrupted one (exp_manager.resume_if_exists).
+            fresh = offline_demo or not run_cfg.exp_manager.resume_if_exists
+            _, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=fresh))
         results[arm.name] = demo.arm_results(run_cfg, val, timer)
         evaluate_test_sets(model, run_cfg)
 

@@ -10,7 +10,8 @@ used and why goes to stderr first. Modes: `pauses` (the default: the file is cut
 into speech segments of up to 20 s, transcribed in batches; the long-form bench in bench/RESULTS.md keeps
 it within 0.03 of per-utterance WER, where one pass lost most words), `single` (one pass; a BiRWKV7 encoder
 takes hours of audio on one GPU; 480 s chunks if it runs out of memory) and `chunked` (every --chunk-s
-seconds). --timestamps writes the segments as SRT or JSON (by the file's suffix). How it works:
+seconds). --timestamps writes the segments as SRT or JSON (by the file's suffix; JSON also times each word, as
+the model's decoder places it). How it works:
 enhi/long_audio.py. A missing or unreadable model or audio file stops with one line naming the file (exit 2).
 """
 
@@ -64,7 +65,8 @@ def main(argv: list[str]) -> None:
                    help="pauses (default), single (one pass) or chunked (needs --chunk-s)")
     p.add_argument("--chunk-s", type=_positive_float, default=None,
                    help="cut the audio into chunks of this many seconds (implies --mode chunked)")
-    p.add_argument("--timestamps", default=None, help="write segment times and texts to this .srt or .json file")
+    p.add_argument("--timestamps", default=None,
+                   help="write segment times and texts to this .srt or .json file (.json: each word's times too)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write the transcript to this file (whole or not at all)")
@@ -90,7 +92,7 @@ def main(argv: list[str]) -> None:
     bar = ChunkBar()
     try:
         result = transcribe_long(model, audio_path, chunk_s=args.chunk_s, batch_size=args.batch_size, progress=bar,
-                                 mode=mode)
+                                 mode=mode, words=args.timestamps is not None and args.timestamps.endswith(".json"))
     finally:
         bar.close()
     if args.out is None:

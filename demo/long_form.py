@@ -57,3 +57,15 @@ def boundary_hits(utts: list[dict], segments: list[dict], tol_s: float = 0.3) ->
     ends = np.array([g["end"] for g in segments])
     hits = [np.abs(starts - u["start"]).min() <= tol_s and np.abs(ends - u["end"]).min() <= tol_s for u in utts]
     return float(np.mean(hits))
+
+
+def words_within(utts: list[dict], segments: list[dict], tol_s: float = 0.3) -> float:
+    """Share of the segments' timed words (`"words"`) that start and end inside one utterance's known place,
+    give or take `tol_s`; 0.0 if no word was timed."""
+    starts = np.array([u["start"] for u in utts]) - tol_s
+    ends = np.array([u["end"] for u in utts]) + tol_s
+    words = [w for g in segments for w in g.get("words", [])]
+    if not words:
+        return 0.0
+    return float(np.mean([bool(np.any((starts <= w["start"]) & (w["end"] <= ends)) and w["start"] <= w["end"])
+                          for w in words]))

@@ -33,6 +33,7 @@ pieces on stderr when there is more than one, segment timestamps as SRT or JSON 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -45,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf, open_dict
 
 from enhi.errors import UserError
 from enhi.inputs import unreadable_nemo
@@ -81,29 +83,30 @@ def chunk_bounds(n_samples: int, chunk_samples: int, min_tail_samples: int = 0) 
     return bounds
 
 
-def _decode(model: Any, encoded: torch.Tensor, encoded_len: torch.Tensor) -> list[str]:
-    """Texts from encoder output with the model's active decoder (hybrid: ``cur_decoder``)."""
+def _decode(model: Any, encoded: torch.Tensor, encoded_len: torch.Tensor, hypotheses: bool = False) -> list:
+    """Texts (or NeMo hypotheses) from encoder output with the model's active decoder (hybrid: ``cur_decoder``)."""
     if getattr(model, "cur_decoder", None) == "ctc":
         log_probs = model.ctc_decoder(encoder_output=encoded)
         hyps = model.ctc_decoding.ctc_decoder_predictions_tensor(
-            log_probs, decoder_lengths=encoded_len, return_hypotheses=False
+            log_probs, decoder_lengths=encoded_len, return_hypotheses=hypotheses
         )
     elif hasattr(model.decoding, "rnnt_decoder_predictions_tensor"):
         hyps = model.decoding.rnnt_decoder_predictions_tensor(
-            encoder_output=encoded, encoded_lengths=encoded_len, return_hypotheses=False
+            encoder_output=encoded, encoded_lengths=encoded_len, return_hypotheses=hypotheses
         )
     else:  # a pure CTC model
         log_probs = model.decoder(encoder_output=encoded)
         hyps = model.decoding.ctc_decoder_predictions_tensor(
-            log_probs, decoder_lengths=encoded_len, return_hypotheses=False
+            log_probs, decoder_lengths=encoded_len, return_hypotheses=hypotheses
         )
     if isinstance(hyps, tuple):  # older NeMo returned (best, all)
         hyps = hyps[0]
+    if hypotheses:
+        return list(hyps)
     return [h.text if hasattr(h, "text") else str(h) for h in hyps]
 
 
-def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
-    """One batched forward + decode of 1-D float arrays at the model's sample rate (zero-padded to the longest)."""
+def _encode(model: Any, arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     device = next(model.parameters()).device
     lengths = [len(a) for a in arrays]
     batch = np.zeros((len(arrays), max(lengths)), dtype=np.float32)
@@ -111,9 +114,52 @@ def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
         batch[i, : len(a)] = a
     signal = torch.from_numpy(batch).to(device)
     signal_len = torch.tensor(lengths, dtype=torch.long, device=device)
+    return model.forward(input_signal=signal, input_signal_length=signal_len)
+
+
+def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
+    """One batched forward + decode of 1-D float arrays at the model's sample rate (zero-padded to the longest)."""
     with torch.inference_mode():
-        encoded, encoded_len = model.forward(input_signal=signal, input_signal_length=signal_len)
-        return _decode(model, encoded, encoded_len)
+        return _decode(model, *_encode(model, arrays))
+
+
+@contextlib.contextmanager
+def _decoding_with_timestamps(model: Any) -> Iterator[None]:
+    """The model's active decoder computes NeMo's timestamps inside the block (as `transcribe(timestamps=True)`
+    sets it up); its decoding settings are put back afterwards."""
+    hybrid = hasattr(model, "cur_decoder")
+    kind = model.cur_decoder if hybrid else None
+    key = "aux_ctc.decoding" if kind == "ctc" else "decoding"
+    saved = copy.deepcopy(OmegaConf.select(model.cfg, key))
+    cfg = copy.deepcopy(saved)
+    with open_dict(cfg):
+        cfg.compute_timestamps = True
+
+    def switch(c: Any) -> None:
+        if hybrid:
+            model.change_decoding_strategy(c, decoder_type=kind, verbose=False)
+        else:
+            model.change_decoding_strategy(c, verbose=False)
+
+    switch(cfg)
+    try:
+        yield
+    finally:
+        switch(saved)
+
+
+def transcribe_arrays_with_words(model: Any, arrays: Sequence[np.ndarray]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """As `transcribe_arrays`, with each text's words timed by the decoder (NeMo's word offsets: TDT emission
+    frames and durations, or CTC frames): `(text, [{"word", "start", "end"}])`, seconds from the array's start."""
+    frame_s = float(model.cfg.preprocessor.window_stride) * int(model.encoder.subsampling_factor)
+    with _decoding_with_timestamps(model), torch.inference_mode():
+        hyps = _decode(model, *_encode(model, arrays), hypotheses=True)
+    out = []
+    for h in hyps:
+        words = (h.timestamp or {}).get("word", []) if isinstance(h.timestamp, dict) else []
+        out.append((h.text, [{"word": w["word"], "start": w["start_offset"] * frame_s, "end": w["end_offset"] * frame_s}
+                             for w in words]))
+    return out
 
 
 def frame_levels_db(samples: np.ndarray, sr: int, frame_s: float = FRAME_S) -> np.ndarray:
@@ -184,18 +230,21 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _transcribe_pieces(model: Any, samples: np.ndarray, bounds: list[tuple[int, int]], batch_size: int,
-                       progress: ProgressFn | None, by_length: bool) -> list[str]:
-    """Texts of `samples[s:e]` for each bound, `batch_size` pieces per forward (shortest together when
-    `by_length`, less padding), in the order of `bounds`; `progress` hears chunks and audio seconds done."""
+                       progress: ProgressFn | None, by_length: bool, words: bool = False) -> list[tuple[str, list | None]]:
+    """`(text, words)` of `samples[s:e]` for each bound (words timed from the piece's start when `words`, else
+    None), `batch_size` pieces per forward (shortest together when `by_length`, less padding), in the order of
+    `bounds`; `progress` hears chunks and audio seconds done."""
     sr = model_sample_rate(model)
     order = sorted(range(len(bounds)), key=lambda i: bounds[i][1] - bounds[i][0]) if by_length else list(range(len(bounds)))
-    texts: list[str] = [""] * len(bounds)
+    texts: list[tuple[str, list | None]] = [("", None)] * len(bounds)
     done_samples, total = 0, max(1, sum(b - a for a, b in bounds))
     if progress is not None:
         progress(0, len(bounds), 0.0, samples.size / sr)
     for i in range(0, len(order), batch_size):
         batch = order[i : i + batch_size]
-        for j, t in zip(batch, transcribe_arrays(model, [samples[bounds[j][0] : bounds[j][1]] for j in batch]), strict=True):
+        pieces = [samples[bounds[j][0] : bounds[j][1]] for j in batch]
+        outs = transcribe_arrays_with_words(model, pieces) if words else [(t, None) for t in transcribe_arrays(model, pieces)]
+        for j, t in zip(batch, outs, strict=True):
             texts[j] = t
         done_samples += sum(bounds[j][1] - bounds[j][0] for j in batch)
         if progress is not None:  # audio seconds in proportion, so the pauses left out still count as done
@@ -216,6 +265,7 @@ def transcribe_long(
     progress: ProgressFn | None = None,
     mode: str | None = None,
     pack_s: float = 0.0,
+    words: bool = False,
 ) -> dict[str, Any]:
     """Transcribe ``audio`` (1-D float array at the model's sample rate, or a file path) of any length.
 
@@ -227,7 +277,8 @@ def transcribe_long(
 
     Returns ``{"text", "duration_s", "wall_s", "rtfx", "n_chunks", "chunk_s", "mode", "chunk_texts",
     "segments"}``; ``mode`` is what ran, ``chunk_s`` the chunk length used (None otherwise), ``segments`` one
-    ``{"start", "end", "text"}`` per piece in seconds. Wall time covers the
+    ``{"start", "end", "text"}`` per piece in seconds, with ``"words"`` (``{"word", "start", "end"}`` in seconds
+    of the recording, timed by the decoder) when ``words``. Wall time covers the
     model work (segmentation, forward and decoding), not reading the file.
     """
     mode = mode or ("single" if chunk_s is None else "chunked")
@@ -263,11 +314,11 @@ def transcribe_long(
             segs = pause_segments(samples, sr, pack_s=pack_s)
             bounds = [(round(g["start"] * sr), round(g["end"] * sr)) for g in segs]
             spans = [(g["start"], g["end"]) for g in segs]
-            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True)
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True, words=words)
         elif mode == "single" or duration_s <= chunk_s:  # audio no longer than one chunk: one pass
             mode = "single"
             try:
-                texts = transcribe_arrays(model, [samples])
+                texts = _transcribe_pieces(model, samples, [(0, samples.size)], 1, None, by_length=False, words=words)
             except RuntimeError as e:
                 retry_s = chunk_s or fallback_chunk_s
                 if not _is_oom(e) or duration_s <= retry_s:
@@ -279,10 +330,17 @@ def transcribe_long(
             mode, used_chunk_s = "chunked", float(chunk_s)
             bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr))
             spans = [(a / sr, b / sr) for a, b in bounds]
-            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False)
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False, words=words)
     finally:
         model.train(was_training)
     wall_s = time.perf_counter() - t0
+    segments = []
+    for (a, b), (t, ws) in zip(spans, texts, strict=True):
+        seg = {"start": a, "end": b, "text": t.strip()}
+        if ws is not None:
+            seg["words"] = [{"word": w["word"], "start": a + w["start"], "end": min(b, a + w["end"])} for w in ws]
+        segments.append(seg)
+    texts = [t for t, _ in texts]
     return {
         "text": " ".join(t.strip() for t in texts if t.strip()),
         "duration_s": duration_s,
@@ -292,7 +350,7 @@ def transcribe_long(
         "chunk_s": used_chunk_s,
         "mode": mode,
         "chunk_texts": texts,
-        "segments": [{"start": a, "end": b, "text": t.strip()} for (a, b), t in zip(spans, texts, strict=True)],
+        "segments": segments,
     }
 
 
@@ -350,15 +408,19 @@ def _srt_time(t: float) -> str:
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
 
+def _rounded(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else [_rounded(w) for w in v] if k == "words" else v
+            for k, v in item.items()}
+
+
 def timestamps_text(result: dict[str, Any], fmt: str) -> str:
     """The result's segments as SRT (`fmt` "srt": numbered cues) or JSON (`fmt` "json": a list of {start, end,
-    text} in seconds); segments with no text are left out."""
+    text} in seconds, with their timed words where the result has them); segments with no text are left out."""
     segs = [g for g in result["segments"] if g["text"]]
     if fmt == "json":
         import json
 
-        return json.dumps([{k: round(v, 3) if k != "text" else v for k, v in g.items()} for g in segs],
-                          ensure_ascii=False, indent=1) + "\n"
+        return json.dumps([_rounded(g) for g in segs], ensure_ascii=False, indent=1) + "\n"
     if fmt == "srt":
         return "".join(f"{i}\n{_srt_time(g['start'])} --> {_srt_time(g['end'])}\n{g['text']}\n\n"
                        for i, g in enumerate(segs, 1))

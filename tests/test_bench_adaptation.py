@@ -68,3 +68,31 @@ def test_an_english_share_arm_reweights_the_prepared_manifests_through_the_scrip
     # english_only: the other languages are left out, not kept at weight 0 (Lhotse refuses a zero weight).
     _, cfg = load_run_config({}, config, [_expand("english_share=1.0", config)])
     assert [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests] == [("/c/en_train.json", "en", 1.0)]
+
+
+def _joint_record(seed: int, en: float, hi: float) -> dict:
+    from bench.bench_joint_reference import settings
+
+    hist = [{"step": 1000, "val_en_wer": 0.5, "val_hi_cer": 0.9}, {"step": 6400, "val_en_wer": en, "val_hi_cer": hi}]
+    return {"settings": settings(seed), "history": hist}
+
+
+def test_joint_reference_table_says_whether_the_english_target_is_within_what_the_size_holds():
+    import json
+    import statistics
+
+    from bench.bench_joint_reference import ADAPTATION, report
+    from demo.standin import RECORD
+
+    standin = json.loads(RECORD.read_text())["val_en"]["wer"]
+    recipe = [json.loads(p.read_text())["history"][-1] for p in sorted(ADAPTATION.glob("recipe__seed*.json"))]
+    assert len(recipe) == 3
+    # A reference whose English ends above the target: the recipe is measured by its distance to it.
+    high = report([_joint_record(0, standin + 0.05, 0.5), _joint_record(1, standin + 0.03, 0.6)])
+    en = statistics.mean(r["val_en_wer"] for r in recipe) - (standin + 0.04)
+    hi = statistics.mean(r["val_hi_cer"] for r in recipe) - 0.55
+    assert f"English {en:+.3f}, Hindi CER {hi:+.3f}" in high and "does not hold English" in high
+    assert f"{standin + 0.04:.3f} ± {statistics.stdev([standin + 0.05, standin + 0.03]):.3f}" in high
+    assert "| 1000 | 0.500 / 0.900 | 0.500 / 0.900 |" in high
+    low = report([_joint_record(0, standin, 0.5)])
+    assert "within what this model size holds" in low and "(1 seed)" in low

@@ -114,14 +114,22 @@ def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(stand
             f"model.train_ds.manifests=[{{path: {c['en_train']}, lang: en}}, {{path: {c['hi_train']}, lang: hi}}]",
             f"model.validation_ds.sets=[{{name: en, path: {c['en_val']}, lang: en}}, {{name: hi, path: {c['hi_val']}, lang: hi}}]",
             "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1", "trainer.max_steps=2",
-            "trainer.val_check_interval=2", f"exp_manager.exp_dir={tmp_path / 'runs'}"]
+            "trainer.val_check_interval=2", f"exp_manager.exp_dir={tmp_path / 'runs'}",
+            "exp_manager.resume_if_exists=false"]
+    # A finished run's curve in the folder: a run that does not resume starts its own (a rerun once appended).
+    stale = tmp_path / "runs" / "ft_110M_enhi" / "val_history.jsonl"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"step": 0, "val_en_wer": 0.5}\n{"step": 2, "val_en_wer": 0.5}\n')
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    history = [json.loads(line) for line in stale.read_text().splitlines()]
+    assert [h["step"] for h in history] == [0, 2] and history[0]["val_en_wer"] != 0.5
     out, err = r.stdout, r.stderr
     assert "== recipe: adapt the vocabulary ==" in out and "== recipe: fine-tune ==" in out
     assert "[ft_110M_enhi] step 0: en WER" in out and "[ft_110M_enhi] step 2: en WER" in out and "hi WER" in out
     assert "ft_110M_enhi: 100%" in out + err and "2/2" in out + err and "loss=" in out + err  # the progress bar
     for chatter in ("[NeMo I", "[NeMo W", "GPU available", "OneLogger", "Trainer.fit"):
         assert chatter not in out + err, chatter
-    log = (tmp_path / "runs" / "ft_110M_enhi" / "library.log").read_text(encoding="utf-8")
+    (log_file,) = (tmp_path / "runs" / "ft_110M_enhi").rglob("library.log")  # in a version folder beside the stale one
+    log = log_file.read_text(encoding="utf-8")
     assert "GPU available" in log and "nemo_logger" in log and "OneLogger" in log

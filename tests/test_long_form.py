@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, load_script
 
-from demo.long_form import SR, boundary_hits, long_recording, per_utterance, score
+from demo.long_form import SR, boundary_hits, long_recording, per_utterance, score, words_within
 from enhi.long_audio import pause_segments, transcribe_arrays, transcribe_long
 
 STANDIN = ROOT / "assets" / "standin" / "standin_en.nemo"
@@ -69,6 +69,19 @@ def test_pauses_mode_scores_as_the_utterances_one_by_one(recording):
     assert long["wer"] <= per["wer"] + BOUND, (long, per)
     assert boundary_hits(utts, r["segments"], tol_s=0.3) >= 0.95
 
+    # Word times from the decoder: the same transcript, every word timed, in order, inside its utterance.
+    w = transcribe_long(model, samples, mode="pauses", batch_size=8, words=True)
+    assert [g["text"] for g in w["segments"]] == [g["text"] for g in r["segments"]]
+    for g in w["segments"]:
+        assert [x["word"] for x in g["words"]] == g["text"].split()
+        times = [t for x in g["words"] for t in (x["start"], x["end"])]
+        assert times == sorted(times) and g["start"] <= times[0] and times[-1] <= g["end"], g
+    assert words_within(utts, w["segments"], tol_s=0.3) >= 0.95
+    # ... and words timed in the wrong place count against it.
+    moved = [{**g, "words": [{**x, "start": x["start"] + 30, "end": x["end"] + 30} for x in g["words"]]}
+             for g in w["segments"]]
+    assert words_within(utts, moved, tol_s=0.3) < 0.5
+
 
 def test_cli_default_is_pauses_and_writes_srt_and_json_timestamps(recording, tmp_path, capfd):
     model, samples, utts = recording
@@ -88,6 +101,7 @@ def test_cli_default_is_pauses_and_writes_srt_and_json_timestamps(recording, tmp
     capfd.readouterr()
     segs = json.loads((tmp_path / "talk.json").read_text(encoding="utf-8"))
     assert [g["text"] for g in segs] == [c[-1] for c in cues]
+    assert all(" ".join(x["word"] for x in g["words"]) == g["text"] for g in segs)  # JSON times every word
     assert boundary_hits(utts, segs, tol_s=0.3) >= 0.95
     with pytest.raises(SystemExit) as e:
         main(["--model", str(STANDIN), "--audio", str(wav), "--timestamps", str(tmp_path / "talk.txt")])

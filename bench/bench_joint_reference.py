@@ -36,14 +36,15 @@ ADAPTATION = ROOT / "bench" / "adaptation"
 EVERY = 1000
 
 
-def settings(seed: int) -> dict:
-    """What a seed runs with; a stored record is reused only if these match."""
+def settings(seed: int, steps: int | None = None, every: int = EVERY) -> dict:
+    """What a seed runs with (default steps: the stand-in's plus the fine-tune's); a stored record is reused only
+    if these match."""
     from demo import pipeline, standin
 
     return {
         "seed": seed,
-        "steps": standin.STEPS + pipeline.FINETUNE_STEPS,
-        "every": EVERY,
+        "steps": steps or standin.STEPS + pipeline.FINETUNE_STEPS,
+        "every": every,
         "sizes": standin.SIZES,
         "lr": standin.LR,
         "warmup_steps": standin.WARMUP,
@@ -55,8 +56,8 @@ def settings(seed: int) -> dict:
     }
 
 
-def train(seed: int) -> dict:
-    """One seed from scratch (or from its last checkpoint); returns its record."""
+def train(s: dict) -> dict:
+    """One seed with settings `s` from scratch (or from its last checkpoint); returns its record."""
     from demo import pipeline, standin
     from demo.common import CACHE, run_config
     from enhi.config import ManifestSpec, load_run_config
@@ -65,12 +66,13 @@ def train(seed: int) -> dict:
     from enhi.transplant import install_cpu_tdt_loss
 
     t0 = time.time()
-    s = settings(seed)
+    seed = s["seed"]
     _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
     cfg = pipeline.prepare(cfg)  # the demo's corpus, validation sets and merged tokenizer
     english = standin.corpus()["manifests"]["en_train"]
     hindi = next(m.path for m in cfg.model.train_ds.manifests if m.lang == "hi")
-    c = run_config(cfg, f"joint_reference__seed{seed}", s["steps"], EVERY, s["batch_duration_s"])
+    # The step count in the folder name: a shorter (smoke) run's checkpoints are never resumed into a longer one.
+    c = run_config(cfg, f"joint_reference__seed{seed}__{s['steps']}steps", s["steps"], s["every"], s["batch_duration_s"])
     c.seed = seed
     c.exp_manager.exp_dir = str(CACHE / "bench_runs")
     c.exp_manager.resume_if_exists = True  # started again, it continues from its last checkpoint
@@ -87,7 +89,8 @@ def train(seed: int) -> dict:
     hist_file = Path(c.exp_manager.exp_dir) / c.exp_manager.name / "val_history.jsonl"
     history = {json.loads(line)["step"]: json.loads(line) for line in hist_file.read_text().splitlines() if line}
     return {
-        "command": f"uv run python bench/bench_joint_reference.py --seeds {seed}",
+        "command": f"uv run python bench/bench_joint_reference.py --seeds {seed}"
+                   + (f" --steps {s['steps']} --every {s['every']}" if s != settings(seed) else ""),
         "settings": s,
         "history": [history[k] for k in sorted(history)],
         # Wall time only as a guide: this is an accuracy reference, not a timing benchmark.
@@ -117,9 +120,9 @@ def _cell(values: list[float]) -> str:
 
 
 def report(records: list[dict]) -> str:
-    from demo.standin import RECORD
-
-    standin_en = json.loads(RECORD.read_text())["val_en"]["wer"]
+    # The stand-in as the adaptation bench scores it: its recipe runs' step 0 (same validation, same decoding).
+    starts = [json.loads(p.read_text())["history"][0] for p in sorted(ADAPTATION.glob("recipe__seed*.json"))]
+    standin_en = statistics.mean(h["val_en_wer"] for h in starts if h["step"] == 0)
     joint = [_final(r["history"]) for r in records]
     recipe = _recipe_finals()
     lines = [
@@ -163,20 +166,26 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--report-only", action="store_true", help="tabulate the stored records without training")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the stand-in's plus the fine-tune's)")
+    p.add_argument("--every", type=int, default=EVERY, help="validate every N steps")
+    p.add_argument("--records", type=Path, default=RECORDS, help="where the per-seed records go (a smoke run: elsewhere)")
     args = p.parse_args(argv)
-    RECORDS.mkdir(parents=True, exist_ok=True)
+    args.records.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for seed in args.seeds:
-            path = RECORDS / f"seed{seed}.json"
-            if path.is_file() and json.loads(path.read_text())["settings"] == settings(seed):
-                print(f"seed {seed}: stored ({path.relative_to(ROOT)})")
+            s = settings(seed, args.steps, args.every)
+            path = args.records / f"seed{seed}.json"
+            if path.is_file() and json.loads(path.read_text())["settings"] == s:
+                print(f"seed {seed}: stored ({path})")
                 continue
-            record = train(seed)
+            record = train(s)
             with atomic_file(path, "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
-    records = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("seed*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(args.records.glob("seed*.json"))]
     text = report(records)
     print(text)
+    if args.records != RECORDS:
+        return  # a smoke run: RESULTS.md holds the reference only
     write_section("joint-reference", "\n".join([*header("Joint-training reference (bench/bench_joint_reference.py)"),
                                                  text]))
 

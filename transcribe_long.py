@@ -10,7 +10,8 @@ used and why goes to stderr first. Modes: `pauses` (the default: the file is cut
 into speech segments of up to 20 s, transcribed in batches; the long-form bench in bench/RESULTS.md keeps
 it within 0.03 of per-utterance WER, where one pass lost most words), `single` (one pass; a BiRWKV7 encoder
 takes hours of audio on one GPU; 480 s chunks if it runs out of memory) and `chunked` (every --chunk-s
-seconds). --timestamps writes the segments as SRT or JSON (by the file's suffix; JSON also times each word, as
+seconds; with --overlap-s the chunks overlap and each word is kept from the chunk that heard it further from
+its edge, by the decoder's word times: for a model trained on long segments, where no pauses split the file). --timestamps writes the segments as SRT or JSON (by the file's suffix; JSON also times each word, as
 the model's decoder places it). How it works:
 enhi/long_audio.py. A missing or unreadable model or audio file stops with one line naming the file (exit 2).
 """
@@ -65,6 +66,8 @@ def main(argv: list[str]) -> None:
                    help="pauses (default), single (one pass) or chunked (needs --chunk-s)")
     p.add_argument("--chunk-s", type=_positive_float, default=None,
                    help="cut the audio into chunks of this many seconds (implies --mode chunked)")
+    p.add_argument("--overlap-s", type=_positive_float, default=0.0,
+                   help="with --chunk-s: chunks overlap by this many seconds and are merged by word times")
     p.add_argument("--timestamps", default=None,
                    help="write segment times and texts to this .srt or .json file (.json: each word's times too)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
@@ -84,6 +87,8 @@ def main(argv: list[str]) -> None:
     mode = args.mode or ("chunked" if args.chunk_s else "pauses")
     if mode == "chunked" and args.chunk_s is None:
         raise UserError("--mode chunked needs --chunk-s SECONDS")
+    if args.overlap_s and (mode != "chunked" or args.overlap_s >= args.chunk_s / 2):
+        raise UserError(f"--overlap-s {args.overlap_s:g}: needs --chunk-s and must be under half of it")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA GPU here; pass --device cpu")
 
@@ -92,7 +97,8 @@ def main(argv: list[str]) -> None:
     bar = ChunkBar()
     try:
         result = transcribe_long(model, audio_path, chunk_s=args.chunk_s, batch_size=args.batch_size, progress=bar,
-                                 mode=mode, words=args.timestamps is not None and args.timestamps.endswith(".json"))
+                                 mode=mode, words=args.timestamps is not None and args.timestamps.endswith(".json"),
+                                 overlap_s=args.overlap_s)
     finally:
         bar.close()
     if args.out is None:

@@ -9,7 +9,8 @@ Recordings (demo.long_form, seeded): all 100 English validation utterances end t
 Hindi ones (about 5.5 min), and a code-switched stretch (25 English and 25 Hindi, alternating); two voices per
 language that training never used, pauses of 0.3-1.5 s, a -65 dB noise floor. The per-utterance baseline cuts
 the same samples at the known utterance places. Modes: one pass (also with NeMo's local attention,
-`change_attention_model("rel_pos_local_attn", [64, 64])`), fixed chunks of 10 s and 30 s, and cut at pauses
+`change_attention_model("rel_pos_local_attn", [64, 64])`), fixed chunks of 10 s and 30 s (10 s also overlapping by
+2 s, merged by word times), and cut at pauses
 (also packed into segments of up to 20 s); for a BiRWKV7 model (`--model` of a using_birwkv7 fine-tune) the
 same without the local-attention row, in a section of its own. Timestamps: share of utterances whose start and
 end lie within 0.3 s of a segment's; word times (pauses modes, the decoder's own, as --timestamps x.json writes
@@ -40,6 +41,7 @@ MODES = {  # name -> transcribe_long keywords (None: the per-utterance baseline)
     "one pass, local attention 64": {"mode": "single", "local_attention": True},
     "chunks of 10 s": {"mode": "chunked", "chunk_s": 10.0},
     "chunks of 30 s": {"mode": "chunked", "chunk_s": 30.0},
+    "chunks of 10 s, overlap 2 s": {"mode": "chunked", "chunk_s": 10.0, "overlap_s": 2.0},
     "pauses": {"mode": "pauses"},
     "pauses, packed to 20 s": {"mode": "pauses", "pack_s": 20.0},
 }

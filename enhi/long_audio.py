@@ -72,15 +72,38 @@ def model_sample_rate(model: Any) -> int:
     return int(sr)
 
 
-def chunk_bounds(n_samples: int, chunk_samples: int, min_tail_samples: int = 0) -> list[tuple[int, int]]:
-    """Fixed, non-overlapping [start, end) chunks covering ``n_samples``; a short tail joins the last chunk."""
+def chunk_bounds(n_samples: int, chunk_samples: int, min_tail_samples: int = 0,
+                 overlap_samples: int = 0) -> list[tuple[int, int]]:
+    """Fixed [start, end) chunks covering ``n_samples``, each starting ``chunk - overlap`` samples after the one
+    before; a tail adding less than ``min_tail_samples`` of new audio joins the last chunk instead."""
     if chunk_samples <= 0:
         raise ValueError(f"chunk length must be positive, got {chunk_samples} samples")
-    bounds = [(s, min(s + chunk_samples, n_samples)) for s in range(0, n_samples, chunk_samples)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_tail_samples:
+    if not 0 <= overlap_samples < chunk_samples:
+        raise ValueError(f"overlap must be at least 0 and shorter than a chunk, got {overlap_samples} samples")
+    bounds = [(0, min(chunk_samples, n_samples))]
+    while bounds[-1][1] < n_samples:
+        start = bounds[-1][0] + chunk_samples - overlap_samples
+        bounds.append((start, min(start + chunk_samples, n_samples)))
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-2][1] < min_tail_samples:
         bounds.pop()
         bounds[-1] = (bounds[-1][0], n_samples)
     return bounds
+
+
+def merge_overlapping(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Timed segments of overlapping windows (in order, each with ``words`` in seconds of the recording) as
+    non-overlapping ones: the windows are cut in the middle of each overlap, and a word is kept by the window
+    on whose side of the cut its middle lies, so a word heard by two windows is written once, by the one that
+    heard it further from its edge."""
+    cuts = [segments[0]["start"]]
+    cuts += [(b["start"] + a["end"]) / 2 for a, b in zip(segments[:-1], segments[1:], strict=True)]
+    cuts.append(segments[-1]["end"])
+    out = []
+    for i, g in enumerate(segments):
+        lo, hi, last = cuts[i], cuts[i + 1], i == len(segments) - 1
+        kept = [w for w in g["words"] if lo <= (w["start"] + w["end"]) / 2 and ((w["start"] + w["end"]) / 2 < hi or last)]
+        out.append({"start": lo, "end": hi, "text": " ".join(w["word"] for w in kept), "words": kept})
+    return out
 
 
 def _decode(model: Any, encoded: torch.Tensor, encoded_len: torch.Tensor, hypotheses: bool = False) -> list:
@@ -266,12 +289,14 @@ def transcribe_long(
     mode: str | None = None,
     pack_s: float = 0.0,
     words: bool = False,
+    overlap_s: float = 0.0,
 ) -> dict[str, Any]:
     """Transcribe ``audio`` (1-D float array at the model's sample rate, or a file path) of any length.
 
     ``mode``: "single" (one pass; chunks of ``fallback_chunk_s`` if it runs out of memory), "chunked" (fixed
     chunks of ``chunk_s``) or "pauses" (:func:`pause_segments`, joined up to ``pack_s`` seconds when > 0);
-    None means "single" without ``chunk_s`` and "chunked" with it. ``progress``, when given and the audio goes
+    None means "single" without ``chunk_s`` and "chunked" with it. With ``overlap_s`` > 0, chunks overlap by that
+    much and are merged by the decoder's word times (:func:`merge_overlapping`). ``progress``, when given and the audio goes
     in pieces, is called with ``(0, n, 0.0, duration_s)`` before the first batch and with the pieces and audio
     seconds done after each batch.
 
@@ -288,6 +313,9 @@ def transcribe_long(
         raise UserError(f"chunk_s must be positive, got {chunk_s}")
     if mode == "chunked" and chunk_s is None:
         raise UserError("mode chunked needs chunk_s (the chunk length in seconds)")
+    if overlap_s and (mode != "chunked" or not 0 < overlap_s < chunk_s / 2):
+        raise UserError(f"overlap_s={overlap_s}: overlapping chunks need mode chunked and an overlap above 0 and "
+                        "under half of chunk_s")
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
     sr = model_sample_rate(model)
@@ -328,19 +356,24 @@ def transcribe_long(
                 chunk_s = retry_s
         if texts is None:
             mode, used_chunk_s = "chunked", float(chunk_s)
-            bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr))
+            bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr), round(overlap_s * sr))
             spans = [(a / sr, b / sr) for a, b in bounds]
-            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False, words=words)
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False,
+                                       words=words or overlap_s > 0)
     finally:
         model.train(was_training)
-    wall_s = time.perf_counter() - t0
     segments = []
     for (a, b), (t, ws) in zip(spans, texts, strict=True):
         seg = {"start": a, "end": b, "text": t.strip()}
         if ws is not None:
             seg["words"] = [{"word": w["word"], "start": a + w["start"], "end": min(b, a + w["end"])} for w in ws]
         segments.append(seg)
-    texts = [t for t, _ in texts]
+    if overlap_s > 0 and len(segments) > 1:
+        segments = merge_overlapping(segments)
+    if not words:  # timed only for the merge
+        segments = [{k: v for k, v in g.items() if k != "words"} for g in segments]
+    texts = [g["text"] for g in segments]
+    wall_s = time.perf_counter() - t0
     return {
         "text": " ".join(t.strip() for t in texts if t.strip()),
         "duration_s": duration_s,

@@ -34,6 +34,56 @@ def test_chunk_bounds_cover_everything_and_merge_a_short_tail():
     assert chunk_bounds(3, 4, min_tail_samples=5) == [(0, 3)]
     with pytest.raises(ValueError):
         chunk_bounds(10, 0)
+    # Overlapping: each starts chunk - overlap after the one before; the tail is judged by the new audio it adds.
+    assert chunk_bounds(10, 4, overlap_samples=1) == [(0, 4), (3, 7), (6, 10)]
+    assert chunk_bounds(11, 4, min_tail_samples=2, overlap_samples=1) == [(0, 4), (3, 7), (6, 11)]
+    assert chunk_bounds(11, 4, min_tail_samples=1, overlap_samples=1) == [(0, 4), (3, 7), (6, 10), (9, 11)]
+    with pytest.raises(ValueError):
+        chunk_bounds(10, 4, overlap_samples=4)
+
+
+def _oracle_words(rng: np.random.Generator, duration_s: float) -> list[dict]:
+    """Words of 0.1-0.6 s with 0-0.2 s between them, laid over `duration_s`."""
+    out, t = [], 0.05
+    while True:
+        length = float(rng.uniform(0.1, 0.6))
+        if t + length > duration_s - 0.05:
+            return out
+        out.append({"word": f"w{len(out)}", "start": t, "end": t + length})
+        t += length + float(rng.uniform(0.0, 0.2))
+
+
+def test_overlapping_chunks_are_merged_so_each_word_is_written_once(monkeypatch):
+    # An oracle model: a chunk hears exactly the words wholly inside it (one cut by its edge is lost, as a real
+    # model garbles it). The audio's samples are their own times, so the oracle knows where a chunk starts.
+    words = _oracle_words(np.random.default_rng(0), 60.0)
+    reference = " ".join(w["word"] for w in words)
+    audio = (np.arange(60 * SR) / SR).astype(np.float32)
+
+    def heard(a: np.ndarray) -> list[dict]:
+        lo, hi = float(a[0]), float(a[-1]) + 1 / SR
+        return [{**w, "start": w["start"] - lo, "end": w["end"] - lo} for w in words if lo <= w["start"] and w["end"] <= hi]
+
+    monkeypatch.setattr(long_audio, "transcribe_arrays", lambda m, arrays: [" ".join(w["word"] for w in heard(a)) for a in arrays])
+    monkeypatch.setattr(long_audio, "transcribe_arrays_with_words",
+                        lambda m, arrays: [(" ".join(w["word"] for w in heard(a)), heard(a)) for a in arrays])
+    cut = transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, batch_size=4)
+    lost = len(reference.split()) - len(cut["text"].split())
+    assert lost >= 10  # about one word per boundary is cut in two and lost without overlap
+    merged = transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, overlap_s=1.0, batch_size=4, words=True)
+    assert merged["text"] == reference  # an overlap longer than any word: every word once, in order
+    segs = merged["segments"]
+    assert segs[0]["start"] == 0 and segs[-1]["end"] == pytest.approx(60.0)
+    assert all(a["end"] == b["start"] for a, b in zip(segs[:-1], segs[1:], strict=True))  # contiguous, no overlap
+    for g in segs:
+        assert g["text"] == " ".join(w["word"] for w in g["words"])
+        assert all(g["start"] <= (w["start"] + w["end"]) / 2 <= g["end"] for w in g["words"])
+    assert [w["start"] for g in segs for w in g["words"]] == pytest.approx([w["start"] for w in words])
+    assert "words" not in transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, overlap_s=1.0)["segments"][0]
+    with pytest.raises(long_audio.UserError, match="overlap"):
+        transcribe_long(_StubModel(), audio, mode="pauses", overlap_s=1.0)
+    with pytest.raises(long_audio.UserError, match="overlap"):
+        transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, overlap_s=2.0)
 
 
 class _StubModel:
@@ -312,3 +362,13 @@ def test_cli_bad_inputs_exit_2_with_one_line_naming_the_file(saved_tiny, tmp_pat
             err,
         )
         assert not out_file.parent.exists(), name  # nothing written, not even the folder
+
+
+@pytest.mark.parametrize("args", [["--overlap-s", "2"], ["--chunk-s", "4", "--overlap-s", "2"]])
+def test_cli_overlap_needs_chunks_and_under_half_of_one(saved_tiny, args, capfd):
+    _, nemo, wav = saved_tiny
+    with pytest.raises(SystemExit) as exc:
+        _cli("--model", nemo, "--audio", wav, *args)
+    out, err = capfd.readouterr()
+    assert exc.value.code == 2 and out == ""
+    assert err.splitlines() == ["error: --overlap-s 2: needs --chunk-s and must be under half of it"]

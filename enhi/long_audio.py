@@ -168,7 +168,9 @@ def _decoding_with_timestamps(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        switch(saved)
+        switch(copy.deepcopy(saved))
+        with open_dict(model.cfg):  # NeMo writes its expanded defaults back into the config: keep the user's
+            OmegaConf.update(model.cfg, key, saved, merge=False)
 
 
 def transcribe_arrays_with_words(model: Any, arrays: Sequence[np.ndarray]) -> list[tuple[str, list[dict[str, Any]]]]:

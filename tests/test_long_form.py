@@ -106,3 +106,28 @@ def test_cli_default_is_pauses_and_writes_srt_and_json_timestamps(recording, tmp
     with pytest.raises(SystemExit) as e:
         main(["--model", str(STANDIN), "--audio", str(wav), "--timestamps", str(tmp_path / "talk.txt")])
     assert e.value.code == 2 and "writes .srt or .json" in capfd.readouterr().err
+
+
+def test_word_times_from_the_ctc_head_and_the_decoding_settings_put_back(recording):
+    from omegaconf import OmegaConf
+
+    from enhi.long_audio import transcribe_arrays_with_words
+
+    model, samples, utts = recording
+    pieces = per_utterance(samples, utts)[:4]
+    before = OmegaConf.to_yaml(model.cfg)
+    transcribe_arrays_with_words(model, pieces)  # TDT
+    assert OmegaConf.to_yaml(model.cfg) == before and model.cur_decoder == "rnnt"
+    model.change_decoding_strategy(decoder_type="ctc", verbose=False)
+    try:
+        ctc_before = OmegaConf.to_yaml(model.cfg)
+        texts = transcribe_arrays(model, pieces)
+        timed = transcribe_arrays_with_words(model, pieces)
+        assert [t for t, _ in timed] == texts and sum(bool(t) for t in texts) >= 3
+        for (text, words), piece in zip(timed, pieces, strict=True):
+            assert [w["word"] for w in words] == text.split()
+            times = [t for w in words for t in (w["start"], w["end"])]
+            assert times == sorted(times) and times[-1] <= len(piece) / SR + 0.08  # one 80 ms frame of slack
+        assert OmegaConf.to_yaml(model.cfg) == ctc_before and model.cur_decoder == "ctc"
+    finally:
+        model.change_decoding_strategy(decoder_type="rnnt", verbose=False)

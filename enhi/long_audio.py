@@ -149,7 +149,11 @@ def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
 @contextlib.contextmanager
 def _decoding_with_timestamps(model: Any) -> Iterator[None]:
     """The model's active decoder computes NeMo's timestamps inside the block (as `transcribe(timestamps=True)`
-    sets it up); its decoding settings are put back afterwards."""
+    sets it up); its decoding settings are put back afterwards. Nested blocks switch nothing (one rebuild of the
+    decoding per recording, not per batch)."""
+    if getattr(model, "_enhi_timing_words", False):
+        yield
+        return
     hybrid = hasattr(model, "cur_decoder")
     kind = model.cur_decoder if hybrid else None
     key = "aux_ctc.decoding" if kind == "ctc" else "decoding"
@@ -165,9 +169,11 @@ def _decoding_with_timestamps(model: Any) -> Iterator[None]:
             model.change_decoding_strategy(c, verbose=False)
 
     switch(cfg)
+    model._enhi_timing_words = True
     try:
         yield
     finally:
+        model._enhi_timing_words = False
         switch(copy.deepcopy(saved))
         with open_dict(model.cfg):  # NeMo writes its expanded defaults back into the config: keep the user's
             OmegaConf.update(model.cfg, key, saved, merge=False)
@@ -265,15 +271,16 @@ def _transcribe_pieces(model: Any, samples: np.ndarray, bounds: list[tuple[int, 
     done_samples, total = 0, max(1, sum(b - a for a, b in bounds))
     if progress is not None:
         progress(0, len(bounds), 0.0, samples.size / sr)
-    for i in range(0, len(order), batch_size):
-        batch = order[i : i + batch_size]
-        pieces = [samples[bounds[j][0] : bounds[j][1]] for j in batch]
-        outs = transcribe_arrays_with_words(model, pieces) if words else [(t, None) for t in transcribe_arrays(model, pieces)]
-        for j, t in zip(batch, outs, strict=True):
-            texts[j] = t
-        done_samples += sum(bounds[j][1] - bounds[j][0] for j in batch)
-        if progress is not None:  # audio seconds in proportion, so the pauses left out still count as done
-            progress(i + len(batch), len(bounds), samples.size / sr * done_samples / total, samples.size / sr)
+    with _decoding_with_timestamps(model) if words else contextlib.nullcontext():  # one switch for all batches
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            pieces = [samples[bounds[j][0] : bounds[j][1]] for j in batch]
+            outs = transcribe_arrays_with_words(model, pieces) if words else [(t, None) for t in transcribe_arrays(model, pieces)]
+            for j, t in zip(batch, outs, strict=True):
+                texts[j] = t
+            done_samples += sum(bounds[j][1] - bounds[j][0] for j in batch)
+            if progress is not None:  # audio seconds in proportion, so the pauses left out still count as done
+                progress(i + len(batch), len(bounds), samples.size / sr * done_samples / total, samples.size / sr)
     return texts
 
 

@@ -70,8 +70,10 @@ def test_overlapping_chunks_are_merged_so_each_word_is_written_once(monkeypatch)
     cut = transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, batch_size=4)
     lost = len(reference.split()) - len(cut["text"].split())
     assert lost >= 10  # about one word per boundary is cut in two and lost without overlap
-    merged = transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, overlap_s=1.0, batch_size=4, words=True)
+    stub = _TimingStub()
+    merged = transcribe_long(stub, audio, mode="chunked", chunk_s=4.0, overlap_s=1.0, batch_size=4, words=True)
     assert merged["text"] == reference  # an overlap longer than any word: every word once, in order
+    assert stub.switches == 2  # timestamps on once for the whole recording (5 batches), then off
     segs = merged["segments"]
     assert segs[0]["start"] == 0 and segs[-1]["end"] == pytest.approx(60.0)
     assert all(a["end"] == b["start"] for a, b in zip(segs[:-1], segs[1:], strict=True))  # contiguous, no overlap
@@ -79,7 +81,7 @@ def test_overlapping_chunks_are_merged_so_each_word_is_written_once(monkeypatch)
         assert g["text"] == " ".join(w["word"] for w in g["words"])
         assert all(g["start"] <= (w["start"] + w["end"]) / 2 <= g["end"] for w in g["words"])
     assert [w["start"] for g in segs for w in g["words"]] == pytest.approx([w["start"] for w in words])
-    assert "words" not in transcribe_long(_StubModel(), audio, mode="chunked", chunk_s=4.0, overlap_s=1.0)["segments"][0]
+    assert "words" not in transcribe_long(_TimingStub(), audio, mode="chunked", chunk_s=4.0, overlap_s=1.0)["segments"][0]
     with pytest.raises(long_audio.UserError, match="overlap"):
         transcribe_long(_StubModel(), audio, mode="pauses", overlap_s=1.0)
     with pytest.raises(long_audio.UserError, match="overlap"):
@@ -99,6 +101,19 @@ class _StubModel:
     def train(self, mode: bool = True):
         self.training = mode
         return self
+
+
+class _TimingStub(_StubModel):
+    """A stub whose decoding settings can be switched for word times, counting the switches."""
+
+    def __init__(self):
+        from omegaconf import OmegaConf
+
+        self.cfg = OmegaConf.create({"sample_rate": SR, "decoding": {"strategy": "greedy_batch"}})
+        self.switches = 0
+
+    def change_decoding_strategy(self, cfg, verbose: bool = True):
+        self.switches += 1
 
 
 def test_one_pass_falls_back_to_chunks_when_out_of_memory(monkeypatch):

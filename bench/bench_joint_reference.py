@@ -104,13 +104,6 @@ def _final(history: list[dict]) -> dict:
     return {"en": last["val_en_wer"], "hi": last["val_hi_cer"], "step": last["step"]}
 
 
-def _recipe_finals() -> list[dict]:
-    out = []
-    for path in sorted(ADAPTATION.glob("recipe__seed*.json")):
-        out.append(_final(json.loads(path.read_text())["history"]))
-    return out
-
-
 def _cell(values: list[float]) -> str:
     if not values:
         return "-"
@@ -121,10 +114,10 @@ def _cell(values: list[float]) -> str:
 
 def report(records: list[dict]) -> str:
     # The stand-in as the adaptation bench scores it: its recipe runs' step 0 (same validation, same decoding).
-    starts = [json.loads(p.read_text())["history"][0] for p in sorted(ADAPTATION.glob("recipe__seed*.json"))]
-    standin_en = statistics.mean(h["val_en_wer"] for h in starts if h["step"] == 0)
+    runs = [json.loads(p.read_text())["history"] for p in sorted(ADAPTATION.glob("recipe__seed*.json"))]
+    standin_en = statistics.mean(h[0]["val_en_wer"] for h in runs if h[0]["step"] == 0)
     joint = [_final(r["history"]) for r in records]
-    recipe = _recipe_finals()
+    recipe = [_final(h) for h in runs]
     lines = [
         "| model | seeds | steps | English WER | Hindi CER |",
         "|---|---:|---:|---:|---:|",

@@ -149,15 +149,15 @@ def transcribe_arrays(model: Any, arrays: Sequence[np.ndarray]) -> list[str]:
 @contextlib.contextmanager
 def _decoding_with_timestamps(model: Any) -> Iterator[None]:
     """The model's active decoder computes NeMo's timestamps inside the block (as `transcribe(timestamps=True)`
-    sets it up); its decoding settings are put back afterwards. Nested blocks switch nothing (one rebuild of the
-    decoding per recording, not per batch)."""
-    if getattr(model, "_enhi_timing_words", False):
-        yield
-        return
+    sets it up); its decoding settings are put back afterwards. Where timestamps are on already (an outer block:
+    one rebuild of the decoding per recording, not per batch) it switches nothing."""
     hybrid = hasattr(model, "cur_decoder")
     kind = model.cur_decoder if hybrid else None
     key = "aux_ctc.decoding" if kind == "ctc" else "decoding"
     saved = copy.deepcopy(OmegaConf.select(model.cfg, key))
+    if saved.get("compute_timestamps", False):
+        yield
+        return
     cfg = copy.deepcopy(saved)
     with open_dict(cfg):
         cfg.compute_timestamps = True
@@ -169,11 +169,9 @@ def _decoding_with_timestamps(model: Any) -> Iterator[None]:
             model.change_decoding_strategy(c, verbose=False)
 
     switch(cfg)
-    model._enhi_timing_words = True
     try:
         yield
     finally:
-        model._enhi_timing_words = False
         switch(copy.deepcopy(saved))
         with open_dict(model.cfg):  # NeMo writes its expanded defaults back into the config: keep the user's
             OmegaConf.update(model.cfg, key, saved, merge=False)
@@ -187,7 +185,7 @@ def transcribe_arrays_with_words(model: Any, arrays: Sequence[np.ndarray]) -> li
         hyps = _decode(model, *_encode(model, arrays), hypotheses=True)
     out = []
     for h in hyps:
-        words = (h.timestamp or {}).get("word", []) if isinstance(h.timestamp, dict) else []
+        words = h.timestamp.get("word", []) if isinstance(h.timestamp, dict) else []
         out.append((h.text, [{"word": w["word"], "start": w["start_offset"] * frame_s, "end": w["end_offset"] * frame_s}
                              for w in words]))
     return out

@@ -114,6 +114,7 @@ class _TimingStub(_StubModel):
 
     def change_decoding_strategy(self, cfg, verbose: bool = True):
         self.switches += 1
+        self.cfg.decoding = cfg  # as NeMo does: the new settings become the model's
 
 
 def test_one_pass_falls_back_to_chunks_when_out_of_memory(monkeypatch):

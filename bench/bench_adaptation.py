@@ -134,6 +134,7 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
 
 def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path, rerun: bool = False) -> dict:
     """One (arm, seed): reuse its stored result if it ran with the same settings, else run the script."""
+    from demo import pipeline
     from demo.common import CACHE
     from enhi.atomic import atomic_file
 
@@ -151,7 +152,7 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     argv = [f"config={config}", *[s for s in settings if not s.startswith("#")]]
     print(f"\n#### {arm}, seed {seed}: {' '.join(ARMS[arm][1]) or '(YAML defaults)'}", flush=True)
     (out_run,) = script.main(argv).values()
-    hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / "val_history.jsonl"
+    hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / pipeline.HISTORY_FILE
     history = [json.loads(line) for line in hist_file.read_text().splitlines()]
     # Steps with a validation in them (every `every`) are left out: the median is the training step alone.
     steps = [t for i, t in enumerate(out_run["step_seconds"], 1) if i % every]

@@ -86,7 +86,7 @@ def train(s: dict) -> dict:
     configure_model(model, c, bnb_optim=False)
     fit(model, c, history_path=pipeline.history_path(c, fresh=False), eval_at_start=False)
     # The curve from the history file: a resumed run's callback holds only what it validated itself.
-    hist_file = Path(c.exp_manager.exp_dir) / c.exp_manager.name / "val_history.jsonl"
+    hist_file = Path(pipeline.history_path(c, fresh=False))
     history = {json.loads(line)["step"]: json.loads(line) for line in hist_file.read_text().splitlines() if line}
     return {
         "command": f"uv run python bench/bench_joint_reference.py --seeds {seed}"

@@ -53,9 +53,14 @@ def arm_config(cfg: DictConfig, arm: Arm) -> DictConfig:
     return c
 
 
+# In a subfolder of the run's folder: on resume NeMo's exp_manager moves the files directly in that folder into
+# run_<n>/, so a curve kept there would restart at the resumed step.
+HISTORY_FILE = Path("curves", "val_history.jsonl")
+
+
 def history_path(cfg: DictConfig, fresh: bool = True) -> str:
     """Validation curve of a run, JSON lines; `fresh` starts it anew (a resumed run appends)."""
-    path = Path(cfg.exp_manager.exp_dir) / cfg.exp_manager.name / "val_history.jsonl"
+    path = Path(cfg.exp_manager.exp_dir) / cfg.exp_manager.name / HISTORY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     if fresh:
         path.unlink(missing_ok=True)

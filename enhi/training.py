@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -324,9 +325,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
 
 
 def fit(
-    model, cfg: DictConfig, history_path: str | None = None, eval_at_start: bool = True
+    model, cfg: DictConfig, history_path: str | None = None, eval_at_start: bool = True,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> tuple[pl.Trainer, ValidationByLanguage, StepTimer]:
-    """Attach data and optimizer from the config and train; returns the trainer and the two callbacks."""
+    """Attach data and optimizer from the config and train; returns the trainer and the two callbacks.
+    `callbacks` run after the project's own (e.g. a stop at a checkpoint for a training split over sittings)."""
     pl.seed_everything(cfg.seed, workers=True)
     # Manifests and audio are checked by enhi.datacheck.check_data, which the script runs before loading a model;
     # the validation sets are read here, before the trainer creates any folder.
@@ -340,7 +343,7 @@ def fit(
     timer = StepTimer()
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
     # Adaptation first: a step's new-row scaling and the final weight average land before that step's validation.
-    trainer = build_trainer(cfg, [*adaptation_callbacks(model, cfg), val, timer, *guards])
+    trainer = build_trainer(cfg, [*adaptation_callbacks(model, cfg), val, timer, *guards, *callbacks])
     model.set_trainer(trainer)
     # Only streams in workers need the resumed step (to draw new ones); exp_manager sets ckpt_path when resuming.
     resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path and streams_in_workers(cfg) else 0

@@ -13,6 +13,8 @@ import sys
 from conftest import MERGED_DIR, ROOT
 from omegaconf import OmegaConf
 
+from demo.pipeline import HISTORY_FILE
+
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
 
@@ -53,7 +55,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
     assert weights_digest(model, buffers=False)[:16] == end[0]
 
     # Validation was scored once per interval (each rank transcribed half, rank 0 wrote the history).
-    history = [json.loads(line) for line in (run / "val_history.jsonl").read_text().splitlines()]
+    history = [json.loads(line) for line in (run / HISTORY_FILE).read_text().splitlines()]
     assert [h["step"] for h in history] == [0, 2]
     assert (run / "fisher.pt").is_file()  # computed once, by rank 0
     names = [p.name for p in run.rglob("*")]

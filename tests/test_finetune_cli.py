@@ -10,6 +10,8 @@ import sys
 import pytest
 from conftest import MERGED_DIR, ROOT, run_main
 
+from demo.pipeline import HISTORY_FILE
+
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
 
@@ -117,7 +119,7 @@ def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(stand
             "trainer.val_check_interval=2", f"exp_manager.exp_dir={tmp_path / 'runs'}",
             "exp_manager.resume_if_exists=false"]
     # A finished run's curve in the folder: a run that does not resume starts its own (a rerun once appended).
-    stale = tmp_path / "runs" / "ft_110M_enhi" / "val_history.jsonl"
+    stale = tmp_path / "runs" / "ft_110M_enhi" / HISTORY_FILE
     stale.parent.mkdir(parents=True)
     stale.write_text('{"step": 0, "val_en_wer": 0.5}\n{"step": 2, "val_en_wer": 0.5}\n')
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -4,6 +4,7 @@ ends exactly where an uninterrupted run ends: same per-step training loss, same 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, load_script
+
+from demo.pipeline import HISTORY_FILE
 
 pytestmark = pytest.mark.xdist_group("resume")  # on one worker, which builds the shared run once
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
@@ -43,6 +46,10 @@ def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool) -> list[str]:
         f"exp_manager.exp_dir={exp_dir}",
         "exp_manager.name=run",
     ]
+
+
+def _history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "run" / HISTORY_FILE).read_text().splitlines()]
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -162,6 +169,9 @@ def test_sigkill_and_same_command_matches_uninterrupted_run(bnb, when, uninterru
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
     start = _weights(standin_nemo)
     assert sum(not torch.equal(start[n], wa[n]) for n in start if n.startswith("encoder.")) > 10  # it trained
+
+    # The validation curve survives the resume (NeMo moves the run folder's own files into run_<n>/ then).
+    assert sorted({h["step"] for h in _history(killed)}) == [h["step"] for h in _history(whole)] == [0, 2, 4, 6]
 
     ca, cb = _last_ckpt(whole), _last_ckpt(killed)
     assert ca["global_step"] == cb["global_step"] == STEPS

@@ -40,6 +40,8 @@ MUTE_CER = 0.9  # Hindi CER below this = the model has started writing Hindi
 # weight included); each "the recipe with ..." arm changes one setting of the recipe.
 BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1", "model.adaptation.encoder_lr_scale=1",
         "model.adaptation.heads_lr_scale=1", "model.adaptation.freeze_encoder_steps=0", "model.ctc_loss_weight=0.3"]
+# Adapters hold every pretrained weight, so the recipe's slower encoder and heads groups would only slow the adapters.
+ADAPTERS = ["model.adaptation.adapter_dim=32", "model.adaptation.encoder_lr_scale=1", "model.adaptation.heads_lr_scale=1"]
 ARMS: dict[str, tuple[str, list[str]]] = {
     "plain": ("NeMo's change_vocabulary: fresh output layers", ["transplant=false"]),
     "transplant_mean": ("transplant, new rows = mean old row (the previous default)", BASE),
@@ -63,6 +65,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "l2": ("the recipe + a pull toward the stand-in's weights, plain L2 (weight 10)", ["model.adaptation.anchor_weight=10"]),
     "ewc": ("the recipe + a pull toward the stand-in's weights, Fisher-weighted (EWC, weight 10)",
             ["model.adaptation.anchor_weight=10", "model.adaptation.anchor_fisher=true"]),
+    "adapters": ("the recipe with every pretrained weight held, residual adapters (width 32) learning with the new rows",
+                 ADAPTERS),
+    "adapters_l2": ("the adapters arm + NeMo's L2 on each adapter's change (0.001; damage control's regulariser)",
+                    [*ADAPTERS, "model.adaptation.adapter_l2=0.001"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
 MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)

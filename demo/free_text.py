@@ -31,6 +31,7 @@ HELD_OUT_ONE_IN = 10  # share of the other words held out for validation
 MARKOV_WORDS = (5, 20)  # sentence length range kept from the chain (words after verbalizing numbers)
 STRING_WORDS = (3, 12)  # word-string length range
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_HINDI_WORD = re.compile(r"[\u0900-\u0963\u0970-\u097f]+")  # Devanagari letters and signs: no danda, no digits
 # Characters eSpeak would speak (or spell) that the transcript cannot hold: such sentences are skipped.
 _UNSPEAKABLE = re.compile(r"[^A-Za-z0-9 ,.;:!?'\"()\-]")
 
@@ -157,6 +158,23 @@ def word_strings(seed: str, held_out: bool = False) -> Iterator[tuple[str, str]]
 def training_only(pairs: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
     """The pairs with no held-out word."""
     return ((t, n) for t, n in pairs if not any(is_held_out(w) for w in n.split()))
+
+
+def hindi_word_strings(n: int, avoid: set[str], seed: int = 0) -> list[tuple[str, str]]:
+    """`n` strings of Hindi words from wordfreq's frequency list (Devanagari only), each holding at least two
+    words outside `avoid` (the words the Hindi training text uses)."""
+    from wordfreq import top_n_list
+
+    words = [w for w in top_n_list("hi", 5000) if _HINDI_WORD.fullmatch(w)]
+    weights = [(r + 50) ** -0.5 for r in range(len(words))]
+    rng = random.Random(f"hi-words:{seed}")
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        picked = rng.choices(words, weights=weights, k=rng.randint(3, 8))
+        text = " ".join(picked)
+        if sum(w not in avoid for w in picked) >= 2 and (text, text) not in out:
+            out.append((text, normalize_text(text, "hi")))
+    return out
 
 
 def free_validation(n_markov: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -139,6 +139,10 @@ def adaptation_callbacks(model, cfg) -> list[pl.Callback]:
         out.append(NewRowsLrScale(new_token_rows(model), row_scale))
     if a.freeze_encoder_steps > 0:
         out.append(EncoderWarmupFreeze(a.freeze_encoder_steps))
+    if _transplanted(model) and a.adapter_dim > 0:
+        from enhi.adapters import HoldPretrained
+
+        out.append(HoldPretrained(model, new_token_rows(model)))
     if _transplanted(model) and a.distill_weight > 0:
         out.append(Distillation(model, a.distill_weight, a.distill_on))
     if _transplanted(model) and a.anchor_weight > 0:

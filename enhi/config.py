@@ -107,6 +107,9 @@ class Adaptation:
     anchor_weight: float = 0.0  # pull of the pretrained weights toward their start, lr x w x F per step (0 = off)
     anchor_fisher: bool = False  # F = EWC's diagonal Fisher on old-language audio; false = 1 (plain L2)
     fisher_utterances: int = 128  # old-language utterances the Fisher is estimated on
+    adapter_dim: int = 0  # > 0: pretrained weights held, residual adapters of this width learn (enhi/adapters.py)
+    adapter_l2: float = 0.0  # loss += this x the squared change each adapter makes (NeMo's l2_lambda)
+    adapter_dropout: float = 0.0  # dropout inside the adapters
 
 
 @dataclass
@@ -234,9 +237,11 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
     if a.distill_on not in DISTILL_TARGETS:
         raise UserError(f"{yaml_path}: model.adaptation.distill_on={a.distill_on!r}; expected "
                         f"{', '.join(DISTILL_TARGETS[:-1])} or {DISTILL_TARGETS[-1]}")
-    for key in ("distill_weight", "anchor_weight"):
+    for key in ("distill_weight", "anchor_weight", "adapter_dim", "adapter_l2"):
         if a[key] < 0:
             raise UserError(f"{yaml_path}: model.adaptation.{key}={a[key]} must be >= 0; 0 turns it off")
+    if not 0.0 <= a.adapter_dropout < 1.0:
+        raise UserError(f"{yaml_path}: model.adaptation.adapter_dropout={a.adapter_dropout} must be in [0, 1)")
     if a.anchor_fisher and a.fisher_utterances < 1:
         raise UserError(f"{yaml_path}: model.adaptation.fisher_utterances={a.fisher_utterances} must be >= 1")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:

@@ -107,6 +107,10 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
         if bnb_optim:
             optim["name"] = register_bnb_optimizer()
         model.cfg.optim = optim
+        if m.adaptation.adapter_dim > 0 and model.cfg.get("vocab_transplant") is not None:
+            from enhi.adapters import add_adapters
+
+            add_adapters(model, m.adaptation.adapter_dim, m.adaptation.adapter_l2, m.adaptation.adapter_dropout)
         groups = optimizer_param_groups(model, cfg)  # encoder and heads of a transplanted model at their own rates
         model.cfg.pop("optim_param_groups", None)
         if groups:

@@ -46,6 +46,8 @@ def test_unknown_or_misspelled_keys_are_errors(arg, message):
         ("model.adaptation.distill_on=decoder", r"distill_on='decoder'; expected joint, ctc or encoder"),
         ("model.adaptation.distill_weight=-1", r"distill_weight=-1.0 must be >= 0"),
         ("model.adaptation.anchor_weight=-0.5", r"anchor_weight=-0.5 must be >= 0"),
+        ("model.adaptation.adapter_dim=-8", r"adapter_dim=-8 must be >= 0"),
+        ("model.adaptation.adapter_dropout=1.0", r"adapter_dropout=1.0 must be in \[0, 1\)"),
     ],
 )
 def test_bad_forgetting_settings_are_one_line_errors(arg, message):

@@ -115,7 +115,7 @@ def _digest(path: Path, text: bool = False) -> str:
 
 
 def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path) -> list[str]:
-    from demo import pipeline
+    from demo import pipeline, validation
     from demo.common import CACHE
 
     return [
@@ -135,6 +135,7 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
         f"# demo config sha256 {_digest(config, text=True)}",  # the YAML as the demo prepares it (data, augmentation)
         # The manifests' paths stay put when the corpus text changes; its plan hash does not.
         f"# demo corpus plan {json.loads((pipeline.CORPUS / 'corpus_info.json').read_text())['params']['plan_sha256'][:16]}",
+        f"# validation sets {json.loads((validation.OUT / 'validation_info.json').read_text())['key'][:16]}",
     ]
 
 

@@ -46,12 +46,16 @@ def new_token_rows(model) -> list[tuple[torch.nn.Parameter, slice]]:
 
 
 
-class NewRowsLrScale(pl.Callback):
-    """Multiply each optimizer step's change to the new tokens' rows by `scale` (see the module doc)."""
+class EditStepOnRows(pl.Callback):
+    """Rewrites each optimizer step's change to some rows of some parameters, after the optimizer made it
+    (exact with any optimizer, weight decay included): `edit(now, before)` gives the rows' new values."""
 
-    def __init__(self, rows: list[tuple[torch.nn.Parameter, slice]], scale: float):
-        self.rows, self.scale = rows, float(scale)
+    def __init__(self, rows: list[tuple[torch.nn.Parameter, slice]]):
+        self.rows = rows
         self._before: list[torch.Tensor] | None = None
+
+    def edit(self, now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self._before = [p.detach()[r].clone() for p, r in self.rows]
@@ -61,8 +65,19 @@ class NewRowsLrScale(pl.Callback):
             return
         with torch.no_grad():
             for (p, r), before in zip(self.rows, self._before, strict=True):
-                p[r] = before + self.scale * (p[r] - before)
+                p[r] = self.edit(p[r], before)
         self._before = None
+
+
+class NewRowsLrScale(EditStepOnRows):
+    """Multiply each optimizer step's change to the new tokens' rows by `scale` (see the module doc)."""
+
+    def __init__(self, rows: list[tuple[torch.nn.Parameter, slice]], scale: float):
+        super().__init__(rows)
+        self.scale = float(scale)
+
+    def edit(self, now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        return before + self.scale * (now - before)
 
 
 class EncoderWarmupFreeze(pl.Callback):

@@ -21,10 +21,10 @@ adapter arm sets `encoder_lr_scale` and `heads_lr_scale` to 1 (bench/bench_adapt
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from enhi.adaptation import EditStepOnRows
 from enhi.errors import UserError
 
 MODULES = ("encoder", "decoder", "joint")  # where adapters go (NeMo's attribute names)
@@ -85,7 +85,7 @@ def adapter_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if ".adapter_layer." in n]
 
 
-class HoldPretrained(pl.Callback):
+class HoldPretrained(EditStepOnRows):
     """Hold every pretrained weight of an adapter run (see the module doc)."""
 
     def __init__(self, model, new_rows: list[tuple[torch.nn.Parameter, slice]]):
@@ -94,26 +94,17 @@ class HoldPretrained(pl.Callback):
             raise ValueError("HoldPretrained needs a model with adapters (enhi.adapters.add_adapters)")
         shared = {id(p) for p, _ in new_rows}
         # Old rows of the tensors that also hold new rows: everything before the first new row.
-        self.rows = [(p, slice(0, r.start)) for p, r in new_rows]
+        super().__init__([(p, slice(0, r.start)) for p, r in new_rows])
         for p in model.parameters():
             if id(p) not in adapters and id(p) not in shared:
                 p.requires_grad_(False)
         self.bn = [m for n, m in model.named_modules()
                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and ".adapter_layer." not in n]
-        self._before: list[torch.Tensor] | None = None
+
+    def edit(self, now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        return before
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         bind_l2(pl_module)  # every step: cheap, and covers adapters rebuilt by a restore
         for m in self.bn:
             m.eval()
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._before = [p.detach()[r].clone() for p, r in self.rows]
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._before is None:  # gradient accumulation: no optimizer step after this micro-batch
-            return
-        with torch.no_grad():
-            for (p, r), before in zip(self.rows, self._before, strict=True):
-                p[r] = before
-        self._before = None

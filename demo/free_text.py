@@ -142,14 +142,13 @@ def _lexicon() -> tuple[list[str], list[float]]:
     return words, [(r + 50) ** -0.5 for r in range(len(words))]
 
 
-def word_strings(seed: str, held_out: bool = False) -> Iterator[tuple[str, str]]:
-    """Endless (spoken text, transcript) strings of frequent-to-rare English words, training words only
-    (or, with `held_out`, each string holding at least one held-out word)."""
+def word_strings(seed: str) -> Iterator[tuple[str, str]]:
+    """Endless (spoken text, transcript) strings of frequent-to-rare English words, training words only."""
     words, weights = _lexicon()
     rng = random.Random(f"words:{seed}")
     while True:
         picked = rng.choices(words, weights=weights, k=rng.randint(*STRING_WORDS))
-        if any(is_held_out(w) for w in picked) != held_out:
+        if any(is_held_out(w) for w in picked):
             continue
         text = " ".join(picked)
         yield text[0].upper() + text[1:] + ".", normalize_text(text, "en")

@@ -41,6 +41,30 @@ SPEC_AUGMENT = dict(freq_masks=2, freq_width=15, time_masks=2, time_width=0.05)
 COMMAND = "uv run python -m demo.standin"
 
 
+def model_fields(model, command: str, sizes: dict) -> dict:
+    """The first fields of a stand-in's record: how to make it and what it is (demo.standin_free's too)."""
+    return {
+        "command": command,
+        "architecture": "EncDecHybridRNNTCTCBPEModel (parakeet-tdt_ctc-110m config, enhi/tiny_model.py)",
+        "sizes": sizes,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": "assets/tokenizers/en1024 (parakeet-tdt_ctc-110m's English tokenizer)",
+    }
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def versions_and_date() -> dict:
+    """The last fields of a stand-in's record."""
+    import nemo
+    import torch
+
+    return {"versions": {"torch": torch.__version__, "nemo": nemo.__version__, "python": platform.python_version()},
+            "date": now_utc()}
+
+
 def corpus(n_train: int = N_TRAIN) -> dict:
     """The stand-in's English corpus (cached); its validation split is the demo's English validation set."""
     from demo.corpus import build_corpus
@@ -74,15 +98,8 @@ def train(cfg: DictConfig, out: Path = SHIPPED, steps: int = STEPS, n_train: int
     scores = evaluate_sets(model, eval_sets(c.model.validation_ds), c.model.validation_ds.batch_size)["en"]
     out.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, out)
-    import nemo
-    import torch
-
     record = {
-        "command": COMMAND,
-        "architecture": "EncDecHybridRNNTCTCBPEModel (parakeet-tdt_ctc-110m config, enhi/tiny_model.py)",
-        "sizes": SIZES,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "tokenizer": "assets/tokenizers/en1024 (parakeet-tdt_ctc-110m's English tokenizer)",
+        **model_fields(model, COMMAND, SIZES),
         "steps": steps,
         "lr": LR,
         "warmup_steps": WARMUP,
@@ -95,8 +112,7 @@ def train(cfg: DictConfig, out: Path = SHIPPED, steps: int = STEPS, n_train: int
         "median_step_s": sorted(timer.times)[len(timer.times) // 2] if timer.times else None,
         "wall_minutes": round((time.time() - t0) / 60, 1),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "versions": {"torch": torch.__version__, "nemo": nemo.__version__, "python": platform.python_version()},
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **versions_and_date(),
     }
     with atomic_file(out.with_suffix(".json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)

@@ -15,7 +15,6 @@ it is trained and measured.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from demo import standin
 from demo.common import CACHE, ROOT, english_tokenizer_dir, run_config
 from demo.pipeline import HISTORY_FILE, history_path
 from enhi.atomic import atomic_file
@@ -121,7 +121,7 @@ def _stage(cfg: DictConfig, stage: Stage, name: str, train_manifest: str, val: d
     sitting = {"from_step": before[-1]["to_step"] if before else 0, "to_step": trainer.global_step,
                "minutes": round((time.time() - t0) / 60, 1),
                "median_step_s": sorted(timer.times)[len(timer.times) // 2] if timer.times else None,
-               "cpu": _cpu(), "date": _now()}
+               "cpu": _cpu(), "date": standin.now_utc()}
     with open(run_dir / "curves" / "sittings.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(sitting) + "\n")
     return model, run_dir, trainer.global_step >= stage.steps
@@ -131,7 +131,6 @@ def train(cfg: DictConfig, out: Path = OUT, stop_at: int | None = None) -> Path 
     """Train the stand-in through `STAGES` (each from scratch or on from its last checkpoint; a finished stage is
     kept as a .nemo and not trained again) and write `out` (.nemo) and its record (.json) beside it. With
     `stop_at`, the sitting ends at that step's checkpoint of the stage in training and nothing is written."""
-    from demo import standin
     from enhi.evaluate import evaluate_sets
     from enhi.training import eval_sets, load_nemo_file, save_model
 
@@ -162,32 +161,20 @@ def train(cfg: DictConfig, out: Path = OUT, stop_at: int | None = None) -> Path 
     scores = evaluate_sets(model, eval_sets(OmegaConf.create({"sets": [
         {"name": n, "path": p, "lang": "en"} for n, p in val.items()]})), 16)
     save_model(model, out)
-    import nemo
-    import torch
-
     record = {
-        "command": COMMAND,
-        "architecture": "EncDecHybridRNNTCTCBPEModel (parakeet-tdt_ctc-110m config, enhi/tiny_model.py)",
-        "sizes": SIZES,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "tokenizer": "assets/tokenizers/en1024 (parakeet-tdt_ctc-110m's English tokenizer)",
+        **standin.model_fields(model, COMMAND, SIZES),
         "batch_duration_s": BATCH_DURATION,
         "spec_augment": SPEC_AUGMENT,
         "stages": stages,
         "corpus": {"params": free["params"], "counts": free["counts"], "hours": free["hours"], "voices": free["voices"]},
         "scores": {n: {k: r[k] for k in ("wer", "cer", "ctc_wer", "ctc_cer", "n") if k in r} for n, r in scores.items()},
-        "versions": {"torch": torch.__version__, "nemo": nemo.__version__, "python": platform.python_version()},
-        "date": _now(),
+        **standin.versions_and_date(),
     }
     with atomic_file(out.with_suffix(".json"), "w", encoding="utf-8") as f:
         json.dump(record, f, indent=1)
     print("stand-in written to " + str(out) + ": " + ", ".join(
         f"{n} WER {r['wer']:.3f} (CTC CER {r['ctc_cer']:.3f})" for n, r in scores.items()))
     return out
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _cpu() -> str:

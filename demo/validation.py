@@ -59,10 +59,10 @@ def _rows(path: str) -> list[dict]:
 def build(manifests: dict[str, str], out: Path = OUT, seed: int = 0) -> dict[str, Any]:
     """Mixed validation manifests for "en" and "hi" from the corpus's manifests (keys like "en_val",
     "hi_train"), built once into `out` and reused while nothing they depend on changed."""
-    from demo.corpus import synthesize
+    from demo.corpus import SAMPLE_RATE, synthesize
 
-    hi_train = [r["text"] for r in _rows(manifests["hi_train"])]
-    plan = free_plan(hi_train, seed)
+    train_texts = {lang: [r["text"] for r in _rows(manifests[f"{lang}_train"])] for lang in ("en", "hi")}
+    plan = free_plan(train_texts["hi"], seed)
     templates = {lang: _rows(manifests[f"{lang}_val"])[:N_TEMPLATE] for lang in plan}
     key = hashlib.sha256(json.dumps([VERSION, plan, templates], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     out = Path(out).resolve()
@@ -71,7 +71,7 @@ def build(manifests: dict[str, str], out: Path = OUT, seed: int = 0) -> dict[str
         info = json.loads(info_path.read_text(encoding="utf-8"))
         if info.get("key") == key and all(Path(p).is_file() for p in info["manifests"].values()):
             return info
-    train_words = {lang: {w for r in _rows(manifests[f"{lang}_train"]) for w in r["text"].split()} for lang in plan}
+    train_words = {lang: {w for t in train_texts[lang] for w in t.split()} for lang in plan}
     with atomic_dir(out, force=True) as tmp:
         paths, unseen = {}, {}
         for lang, items in plan.items():
@@ -80,8 +80,8 @@ def build(manifests: dict[str, str], out: Path = OUT, seed: int = 0) -> dict[str
             for i, u in enumerate(items):
                 audio = synthesize(u["source"], lang, u["voice"], u["rate"], u["pitch"], u["pitch_range"])
                 rel = Path(lang, f"{lang}_free_{i:03d}.wav")
-                sf.write(tmp / rel, audio, 16_000, subtype="PCM_16")
-                rows.append({"audio_filepath": str(out / rel), "duration": round(len(audio) / 16_000, 6),
+                sf.write(tmp / rel, audio, SAMPLE_RATE, subtype="PCM_16")
+                rows.append({"audio_filepath": str(out / rel), "duration": round(len(audio) / SAMPLE_RATE, 6),
                              "text": u["text"], "lang": lang, "voice": u["voice"]})
             (tmp / f"{lang}_val.json").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -104,7 +104,9 @@ class HoldPretrained(EditStepOnRows):
     def edit(self, now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         return before
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        bind_l2(pl_module)  # the adapters of this fit, whether just added or rebuilt by a restore
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        bind_l2(pl_module)  # every step: cheap, and covers adapters rebuilt by a restore
         for m in self.bn:
             m.eval()

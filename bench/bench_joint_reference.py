@@ -34,6 +34,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "joint_reference"
 ADAPTATION = ROOT / "bench" / "adaptation"
 EVERY = 1000
+# The recipe of the stand-in the reference was run for (d96 x 4, template corpus, 6000 steps, shipped until
+# 2026-12): kept here so its records stay reproducible. The two-stage stand-in of demo.standin (4.6M parameters,
+# 22000 steps) has no joint reference yet, and the reference's comparison with the recipe holds only while
+# bench/adaptation's records are that stand-in's.
+D96_STANDIN = {
+    "steps": 6000,
+    "sizes": dict(d_model=96, n_layers=4, n_heads=4, pred_hidden=96, joint_hidden=96, subsampling_conv_channels=32),
+    "lr": 3e-3,
+    "warmup_steps": 300,
+    "batch_duration_s": 30,
+    "spec_augment": dict(freq_masks=2, freq_width=15, time_masks=2, time_width=0.05),
+}
 
 
 def settings(seed: int, steps: int | None = None, every: int = EVERY) -> dict:
@@ -43,13 +55,9 @@ def settings(seed: int, steps: int | None = None, every: int = EVERY) -> dict:
 
     return {
         "seed": seed,
-        "steps": steps or standin.STEPS + pipeline.FINETUNE_STEPS,
+        "steps": steps or D96_STANDIN["steps"] + pipeline.FINETUNE_STEPS,
         "every": every,
-        "sizes": standin.SIZES,
-        "lr": standin.LR,
-        "warmup_steps": standin.WARMUP,
-        "batch_duration_s": standin.BATCH_DURATION,
-        "spec_augment": standin.SPEC_AUGMENT,
+        **{k: D96_STANDIN[k] for k in ("sizes", "lr", "warmup_steps", "batch_duration_s", "spec_augment")},
         "english": f"stand-in corpus, {standin.N_TRAIN} sentences",
         "hindi": f"demo corpus hi_train, {pipeline.N_TRAIN} sentences",
         "mix": {"en": 0.5, "hi": 0.5},
@@ -80,7 +88,7 @@ def train(s: dict) -> dict:
     c.model.train_ds.manifests = [ManifestSpec(english, "en", s["mix"]["en"]), ManifestSpec(hindi, "hi", s["mix"]["hi"])]
     c.model.optim.lr = s["lr"]
     c.model.optim.sched.warmup_steps = s["warmup_steps"]
-    c.model.spec_augment = standin.SPEC_AUGMENT
+    c.model.spec_augment = s["spec_augment"]
     model = build_parakeet_model(Path(cfg.model.tokenizer.dir), seed=seed, **s["sizes"])
     install_cpu_tdt_loss(model)
     configure_model(model, c, bnb_optim=False)

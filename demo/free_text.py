@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -66,11 +67,14 @@ def is_held_out(word: str) -> bool:
 
 @functools.cache
 def _chain() -> tuple[dict[str, tuple[list[str], list[float]]], list[str]]:
+    """The trigram chain (each word pair's next words with cumulative weights) and its sentence starts."""
     import essential_generators
 
     path = Path(essential_generators.__file__).parent / "markov_textgen.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
-    chain = {k: (v["transitions"], v["weights"]) for k, v in raw.items() if v.get("transitions")}
+    # Cumulative weights once: random.choices would add them up on every draw (same draws either way).
+    chain = {k: (v["transitions"], list(itertools.accumulate(v["weights"]))) for k, v in raw.items()
+             if v.get("transitions")}
     # Sentence starts: a capitalised word after which the text goes on (a pair, not an end of sentence).
     starts = sorted(k for k in chain if k[:1].isupper() and k.split()[0].isalpha() and not k.endswith("."))
     return chain, starts
@@ -122,7 +126,7 @@ def markov_sentences(seed: str) -> Iterator[tuple[str, str]]:
             nxt = chain.get(f"{words[-2]} {words[-1]}")
             if nxt is None:
                 break
-            words.append(rng.choices(nxt[0], weights=nxt[1])[0])
+            words.append(rng.choices(nxt[0], cum_weights=nxt[1])[0])
         if not words[-1].endswith((".", "?", "!")):
             continue
         text = _clean(" ".join(words))
@@ -135,19 +139,20 @@ def markov_sentences(seed: str) -> Iterator[tuple[str, str]]:
 
 @functools.cache
 def _lexicon() -> tuple[list[str], list[float]]:
+    """The lexicon and its cumulative weights."""
     from wordfreq import top_n_list
 
     words = [w for w in top_n_list("en", LEXICON) if _WORD.fullmatch(w) and (len(w) > 1 or w in "ai")]
     # Weight ~ rank^-0.5 instead of Zipf's rank^-1: rare words come up often enough to be learned.
-    return words, [(r + 50) ** -0.5 for r in range(len(words))]
+    return words, list(itertools.accumulate((r + 50) ** -0.5 for r in range(len(words))))
 
 
 def word_strings(seed: str) -> Iterator[tuple[str, str]]:
     """Endless (spoken text, transcript) strings of frequent-to-rare English words, training words only."""
-    words, weights = _lexicon()
+    words, cum_weights = _lexicon()
     rng = random.Random(f"words:{seed}")
     while True:
-        picked = rng.choices(words, weights=weights, k=rng.randint(*STRING_WORDS))
+        picked = rng.choices(words, cum_weights=cum_weights, k=rng.randint(*STRING_WORDS))
         if any(is_held_out(w) for w in picked):
             continue
         text = " ".join(picked)

@@ -168,31 +168,42 @@ def _render_batch(args: tuple[Path, str, list[tuple[int, dict]]]) -> list[tuple[
     return out
 
 
+def long_groups(durations: list[float], seed: int) -> list[tuple[list[int], list[float]]]:
+    """How validation utterances (by duration, in order) are joined into recordings of `LONG_S` seconds: per
+    recording, the indices of its utterances and the pauses between them in seconds."""
+    rng = random.Random(f"standin-long:{seed}")
+    groups, cur, target = [], [], rng.uniform(*LONG_S)
+    for i, d in enumerate(durations):
+        # Pauses average 0.65 s; a recording closes before it would pass LONG_S's upper end.
+        if cur and sum(durations[j] + 0.65 for j in cur) + d > LONG_S[1]:
+            groups.append(cur)
+            cur, target = [], rng.uniform(*LONG_S)
+        cur.append(i)
+        if sum(durations[j] + 0.65 for j in cur) >= target:
+            groups.append(cur)
+            cur, target = [], rng.uniform(*LONG_S)
+    groups += [cur] if cur else []
+    return [(g, [rng.uniform(0.3, 1.0) for _ in g][:-1]) for g in groups]  # mean 0.65 s
+
+
+def join(audios: list[np.ndarray], pauses_s: list[float]) -> np.ndarray:
+    """Utterances one after another with silences of `pauses_s` between them."""
+    parts = [audios[0]]
+    for a, p in zip(audios[1:], pauses_s, strict=True):
+        parts += [np.zeros(int(p * SAMPLE_RATE), np.float32), a]
+    return np.concatenate(parts)
+
+
 def _long_recordings(tmp: Path, out_dir: Path, rows: list[dict], seed: int) -> list[dict]:
     """Join validation utterances, in order, with pauses into recordings of `LONG_S` seconds."""
-    rng = random.Random(f"standin-long:{seed}")
-    recs, cur, target = [], [], rng.uniform(*LONG_S)
-    for row in rows:
-        # Pauses average 0.65 s; a recording closes before it would pass LONG_S's upper end.
-        if cur and sum(r["duration"] + 0.65 for r in cur) + row["duration"] > LONG_S[1]:
-            recs.append(cur)
-            cur, target = [], rng.uniform(*LONG_S)
-        cur.append(row)
-        if sum(r["duration"] + 0.65 for r in cur) >= target:
-            recs.append(cur)
-            cur, target = [], rng.uniform(*LONG_S)
-    recs += [cur] if cur else []
     lines = []
-    for i, group in enumerate(recs):
-        parts = []
-        for r in group:
-            parts.append(sf.read(tmp / Path(r["audio_filepath"]).relative_to(out_dir), dtype="float32")[0])
-            parts.append(np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32))  # mean 0.65 s
-        audio = np.concatenate(parts[:-1])
+    for i, (group, pauses) in enumerate(long_groups([r["duration"] for r in rows], seed)):
+        audio = join([sf.read(tmp / Path(rows[j]["audio_filepath"]).relative_to(out_dir), dtype="float32")[0]
+                      for j in group], pauses)
         rel = Path("en_long", f"en_long_{i:05d}.wav")
         sf.write(tmp / rel, audio, SAMPLE_RATE, subtype="PCM_16")
         lines.append({"audio_filepath": str(out_dir / rel), "duration": round(len(audio) / SAMPLE_RATE, 6),
-                      "text": " ".join(r["text"] for r in group), "lang": "en", "voice": "mixed"})
+                      "text": " ".join(rows[j]["text"] for j in group), "lang": "en", "voice": "mixed"})
     return lines
 
 

@@ -183,7 +183,8 @@ def long_groups(durations: list[float], seed: int) -> list[tuple[list[int], list
             groups.append(cur)
             cur, target = [], rng.uniform(*LONG_S)
     groups += [cur] if cur else []
-    return [(g, [rng.uniform(0.3, 1.0) for _ in g][:-1]) for g in groups]  # mean 0.65 s
+    # Mean 0.65 s. One pause is drawn per utterance and the last dropped: the draws of the corpus already built.
+    return [(g, [rng.uniform(0.3, 1.0) for _ in g][:-1]) for g in groups]
 
 
 def join(audios: list[np.ndarray], pauses_s: list[float]) -> np.ndarray:

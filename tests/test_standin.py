@@ -62,6 +62,15 @@ def test_the_record_matches_the_corpus_the_repository_would_build():
     assert RECORD["command"] == standin.COMMAND and RECORD["steps"] == standin.STEPS
 
 
+def test_the_shipped_model_was_trained_with_what_its_command_uses_today(model):
+    """The command in the record must make this model again: its loss mix and augmentation are the module's
+    (before 2026-12-04 the command took the CTC share from the YAML, whose default had become the fine-tune's 0.1)."""
+    assert model.cfg.aux_ctc.ctc_loss_weight == standin.CTC_WEIGHT
+    assert {k: model.cfg.spec_augment[k] for k in standin.SPEC_AUGMENT} == standin.SPEC_AUGMENT
+    assert (RECORD["lr"], RECORD["warmup_steps"], RECORD["batch_duration_s"]) == (
+        standin.LR, standin.WARMUP, standin.BATCH_DURATION)
+
+
 def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(model):
     val = corpus_plan(RECORD["corpus"]["n_train"], RECORD["corpus"]["n_val"], 0, ("en",))["en"]["val"]
     audio = [synthesize(u["source"], "en", u["voice"], u["rate"], u["pitch"], u["pitch_range"]) for u in val]

@@ -133,20 +133,7 @@ def test_a_stand_in_run_is_resumed_only_by_the_command_that_started_it(monkeypat
     assert standin_free.run_name(stage, "abd", "before") != name  # another corpus
     assert standin_free.run_name(stage, "abc", "other") != name  # another first stage
     assert standin_free.run_name(replace(stage, lr=stage.lr / 2), "abc", "before") != name  # another learning rate
+    monkeypatch.setattr(standin_free, "CTC_WEIGHT", 0.1)
+    assert standin_free.run_name(stage, "abc", "before") != name  # another CTC share
     monkeypatch.setattr(standin_free, "SIZES", {**standin_free.SIZES, "n_layers": 5})
     assert standin_free.run_name(stage, "abc", "before") != name  # another model
-
-
-def test_a_sitting_ends_at_the_first_checkpoint_at_or_after_its_stop():
-    from types import SimpleNamespace
-
-    from demo import standin_free
-
-    stop = standin_free._stop_at(2500, 1000)
-    trainer = SimpleNamespace(global_step=0, should_stop=False)
-    for step in range(1, 4001):
-        trainer.global_step = step
-        stop.on_train_batch_end(trainer)
-        if trainer.should_stop:
-            break
-    assert trainer.global_step == 3000

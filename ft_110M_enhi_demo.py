@@ -22,7 +22,7 @@ transplant = True  # carry English rows into the enlarged vocabulary; False = Ne
 adapt_only = False  # stop after the vocabulary change (+ transplant) and write the model to `save_to`
 save_to = ""  # .nemo path written by adapt_only
 verbose = False  # show NeMo's and Lightning's log messages on the terminal (they always go to the run's library.log)
-retrain_standin = False  # offline demo only: train a new English stand-in instead of the shipped one
+retrain_standin = False  # offline demo only: train a new English stand-in (both stages, ~2 h on 2 cores) instead of the shipped one
 config = "ft_110M_enhi.yaml"  # the YAML with data, model and trainer settings
 SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to", "verbose", "retrain_standin", "config"]
 

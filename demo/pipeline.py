@@ -1,7 +1,8 @@
 """The offline demo around ft_110M_enhi_demo.py: everything a checkpoint and a data set would otherwise give.
 
 1. a synthesized English + Hindi corpus (eSpeak NG, several voices, unseen voices and sentences in validation);
-2. the English stand-in for the pretrained model, shipped in assets/standin/ (`demo.standin` made it);
+2. the English stand-in for the pretrained model, shipped in assets/standin/ (`demo.standin` then `demo.standin_free`
+   made it);
 3. the merged English + Hindi tokenizer (merge_token's library, from the shipped tokenizers);
 then the script adapts and fine-tunes two arms on the same data and steps (the recipe's defaults from the YAML,
 and NeMo's plain `change_vocabulary`), and `demo.report` writes a table, examples and a plot. Steps 1 and 3 and

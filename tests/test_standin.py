@@ -1,20 +1,26 @@
-"""The English stand-in shipped in assets/standin/: what it is, how it was made, and that it really transcribes."""
+"""The English stand-in shipped in assets/standin/: what it is, how it was made, and that it really transcribes.
+
+Two stages: `standin_templates.nemo` (demo.standin, template sentences) and `standin_en.nemo` (demo.standin_free,
+free English on top of it), the model the demo adapts. Each record must describe the training the repository
+would run today, and the shipped model must score what its record says on a fresh synthesis."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import EN_MODEL
 
-from demo import standin
+from demo import standin, standin_free
 from demo.corpus import corpus_plan, plan_sha256, synthesize
 from enhi.evaluate import error_rates, transcribe_audio
 
 RECORD = json.loads(standin.RECORD.read_text(encoding="utf-8"))
+STAGE1 = json.loads(standin.TEMPLATES_RECORD.read_text(encoding="utf-8"))
 
-# Written for this test (not from the corpus templates or the hand-written sentences), spoken in validation voices
-# that training never heard.
+# Written for this test (not from the corpus templates, the hand-written sentences or the free-text generator),
+# spoken in validation voices that training never heard.
 UNSEEN = [
     "The small boat sailed slowly across the quiet lake.",
     "My neighbour bought a new red bicycle last week.",
@@ -27,26 +33,50 @@ UNSEEN = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model():
+def _restore(path):
     from nemo.collections.asr.models import ASRModel
 
     from enhi.transplant import install_cpu_tdt_loss
 
-    m = ASRModel.restore_from(str(standin.SHIPPED), map_location="cpu")
+    m = ASRModel.restore_from(str(path), map_location="cpu")
     install_cpu_tdt_loss(m)
     return m.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _restore(standin.SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """The stand-in's three validation sets synthesized anew from the plan: (references, audio) per set, the long
+    recordings joined from the fresh utterances as the corpus joins them."""
+    from demo import standin_corpus as sc
+
+    p = sc.plan(0)
+    sets = {}
+    for name in ("en_val", "en_free"):
+        sets[name] = ([" ".join(x["text"] for x in item["parts"]) for item in p[name]],
+                      [sc.render(item)[0] for item in p[name]])
+    refs = sets["en_val"][0] + sets["en_free"][0]
+    audio = sets["en_val"][1] + sets["en_free"][1]
+    groups = sc.long_groups([len(a) / 16000 for a in audio], 0)
+    sets["en_long"] = ([" ".join(refs[j] for j in g) for g, _ in groups],
+                       [sc.join([audio[j] for j in g], pauses) for g, pauses in groups])
+    sets["groups"] = groups
+    return sets
 
 
 def test_it_is_a_small_parakeet_with_the_real_english_tokenizer(model):
     import sentencepiece as spm
 
-    assert standin.SHIPPED.stat().st_size <= 25 * 2**20
+    assert standin.SHIPPED.stat().st_size + standin.TEMPLATES.stat().st_size <= 25 * 2**20
     assert type(model).__name__ == "EncDecHybridRNNTCTCBPEModel"
     enc = model.cfg.encoder
     assert enc._target_.endswith("ConformerEncoder") and enc.self_attention_model == "rel_pos"
     assert (enc.subsampling, enc.subsampling_factor, enc.d_model, enc.n_layers) == (
-        "dw_striding", 8, standin.SIZES["d_model"], standin.SIZES["n_layers"])
+        "dw_striding", 8, standin_free.SIZES["d_model"], standin_free.SIZES["n_layers"])
     assert model.cfg.loss.loss_name == "tdt" and list(model.cfg.model_defaults.tdt_durations) == [0, 1, 2, 3, 4]
     assert model.joint.num_extra_outputs == 5 and hasattr(model, "ctc_decoder")
     en = spm.SentencePieceProcessor(model_file=str(EN_MODEL))
@@ -55,38 +85,68 @@ def test_it_is_a_small_parakeet_with_the_real_english_tokenizer(model):
     assert RECORD["parameters"] == sum(p.numel() for p in model.parameters())
 
 
-def test_the_record_matches_the_corpus_the_repository_would_build():
-    """The corpus hash in the record is the plan of today's text assets and voices: editing them makes it stale."""
-    plan = corpus_plan(RECORD["corpus"]["n_train"], RECORD["corpus"]["n_val"], 0, ("en",))
-    assert plan_sha256(plan) == RECORD["corpus"]["plan_sha256"]
-    assert RECORD["command"] == standin.COMMAND and RECORD["steps"] == standin.STEPS
+def test_stage_one_record_matches_the_corpus_and_recipe_the_repository_has():
+    """The template corpus's plan hash is that of today's text assets and voices: editing them makes it stale."""
+    plan = corpus_plan(STAGE1["corpus"]["n_train"], STAGE1["corpus"]["n_val"], 0, ("en",))
+    assert plan_sha256(plan) == STAGE1["corpus"]["plan_sha256"]
+    assert STAGE1["command"] == standin.COMMAND and STAGE1["steps"] == standin.STEPS
+    assert (STAGE1["lr"], STAGE1["warmup_steps"], STAGE1["batch_duration_s"], STAGE1["sizes"]) == (
+        standin.LR, standin.WARMUP, standin.BATCH_DURATION, standin.SIZES)
+    templates = _restore(standin.TEMPLATES)
+    assert templates.cfg.aux_ctc.ctc_loss_weight == standin.CTC_WEIGHT
+    assert {k: templates.cfg.spec_augment[k] for k in standin.SPEC_AUGMENT} == standin.SPEC_AUGMENT
 
 
-def test_the_shipped_model_was_trained_with_what_its_command_uses_today(model):
-    """The command in the record must make this model again: its loss mix and augmentation are the module's
-    (before 2026-12-04 the command took the CTC share from the YAML, whose default had become the fine-tune's 0.1)."""
-    assert model.cfg.aux_ctc.ctc_loss_weight == standin.CTC_WEIGHT
-    assert {k: model.cfg.spec_augment[k] for k in standin.SPEC_AUGMENT} == standin.SPEC_AUGMENT
-    assert (RECORD["lr"], RECORD["warmup_steps"], RECORD["batch_duration_s"]) == (
-        standin.LR, standin.WARMUP, standin.BATCH_DURATION)
+def test_stage_two_record_is_the_training_the_command_runs_today(model):
+    """Starting model (by hash), stage, corpus mix and plans, loss mix and augmentation: the module's. The sittings
+    cover every step once, in order, and the curve reaches the last step."""
+    from demo import standin_corpus as sc
+
+    assert RECORD["command"] == standin_free.COMMAND
+    assert RECORD["first_stage"] == {"model": "assets/standin/standin_templates.nemo", "command": standin.COMMAND,
+                                     "sha256": standin_free.file_sha256(standin.TEMPLATES)}
+    assert RECORD["stage"] == standin_free.STAGE.__dict__ and RECORD["mix"] == standin_free.MIX
+    assert RECORD["corpus_plan_sha256"] == {
+        "free": sc.plan_sha256(sc.plan(0)),
+        "templates": plan_sha256(corpus_plan(standin.N_TRAIN, standin.N_VAL, 0, ("en",)))}
+    assert RECORD["run"] == standin_free.run_name(standin_free.STAGE, json.dumps(RECORD["corpus_plan_sha256"],
+                                                  sort_keys=True), RECORD["first_stage"]["sha256"])
+    assert model.cfg.aux_ctc.ctc_loss_weight == standin_free.CTC_WEIGHT == RECORD["ctc_loss_weight"]
+    assert {k: model.cfg.spec_augment[k] for k in standin_free.SPEC_AUGMENT} == standin_free.SPEC_AUGMENT
+    sittings = RECORD["sittings"]
+    assert sittings[0]["from_step"] == 0 and sittings[-1]["to_step"] == standin_free.STAGE.steps
+    assert all(a["to_step"] == b["from_step"] for a, b in zip(sittings, sittings[1:], strict=False))
+    assert RECORD["val_history"][-1]["step"] == standin_free.STAGE.steps
 
 
-def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(model):
-    val = corpus_plan(RECORD["corpus"]["n_train"], RECORD["corpus"]["n_val"], 0, ("en",))["en"]["val"]
-    audio = [synthesize(u["source"], "en", u["voice"], u["rate"], u["pitch"], u["pitch_range"]) for u in val]
-    hyps = transcribe_audio(model, audio, batch_size=16)
-    wer = error_rates([u["text"] for u in val], hyps)["wer"]
+@pytest.mark.parametrize("name", ["en_val", "en_free", "en_long"])
+def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(model, fresh, name):
+    refs, audio = fresh[name]
+    wer = error_rates(refs, transcribe_audio(model, audio, batch_size=8))["wer"]
     # eSpeak NG's audio is not bit-reproducible (the same text and voice twice in one process differ in samples);
-    # over this set that moved WER by up to 0.008 between runs.
-    assert abs(wer - RECORD["val_en"]["wer"]) <= 0.03, (wer, RECORD["val_en"]["wer"])
-    assert wer <= 0.25
+    # over the template set that moved WER by up to 0.008 between runs.
+    assert abs(wer - RECORD["scores"][name]["wer"]) <= 0.03, (name, wer, RECORD["scores"][name])
 
 
-def test_on_sentences_written_for_this_test_it_spells_more_than_it_misses(model):
-    """Sentences outside the corpus templates, with words the corpus never uses, in unseen voices. The issue's
-    goal (transcribing such sentences well) is NOT reached yet: this stand-in gets 0.67 WER (TDT) and 0.41 CER
-    (CTC) here, against 0.064 WER on the templated validation set; its prediction network has learned the
-    templates. This bounds where it is, so a regression fails, until a stand-in trained on freer text replaces it."""
+def test_long_recordings_lose_few_words_against_the_same_utterances_one_by_one(model, fresh):
+    """The stage-2 corpus has segments of up to 20 s, so a recording of several sentences loses few more words than
+    its sentences one by one: 0.644 against 0.536 WER when this test was written (2026-12-04). Stage 1, trained on
+    1-5 s clips only, scored 0.912 on these recordings against 0.066 and 0.886 on the two sets they join."""
+    refs = fresh["en_val"][0] + fresh["en_free"][0]
+    audio = fresh["en_val"][1] + fresh["en_free"][1]
+    used = sorted(j for g, _ in fresh["groups"] for j in g)
+    one_by_one = error_rates([refs[j] for j in used], transcribe_audio(model, [audio[j] for j in used], 8))["wer"]
+    long = error_rates(fresh["en_long"][0], transcribe_audio(model, fresh["en_long"][1], 8))["wer"]
+    assert long <= one_by_one + 0.15, (long, one_by_one)
+    assert np.mean([len(a) for a in fresh["en_long"][1]]) / 16000 >= 10
+
+
+def test_on_sentences_written_for_this_test_it_transcribes_most_words(model):
+    """Sentences outside every training text, in unseen voices: TDT WER 0.514, CTC CER 0.335 when this test was
+    written (stage 1: 0.67 and 0.41). The issue's targets (on free sentences TDT WER <= 0.35 and CTC CER <= 0.15,
+    on template sentences WER <= 0.08) are NOT met: see the record's scores and worst transcripts (the TDT head
+    drops whole stretches that the CTC head spells). This bounds where the shipped model is, so a regression
+    fails."""
     from demo.corpus import VOICES
     from demo.text import normalize_text
 
@@ -95,4 +155,4 @@ def test_on_sentences_written_for_this_test_it_spells_more_than_it_misses(model)
     refs = [normalize_text(s, "en") for s in UNSEEN]
     tdt = error_rates(refs, transcribe_audio(model, audio))
     ctc = error_rates(refs, transcribe_audio(model, audio, decoder="ctc"))
-    assert tdt["wer"] <= 0.75 and ctc["cer"] <= 0.5, (tdt, ctc)
+    assert tdt["wer"] <= 0.6 and ctc["cer"] <= 0.42, (tdt, ctc)

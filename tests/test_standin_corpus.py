@@ -127,13 +127,16 @@ def test_a_stand_in_run_is_resumed_only_by_the_command_that_started_it(monkeypat
 
     from demo import standin_free
 
-    stage = standin_free.STAGES[-1]
+    stage = standin_free.STAGE
     name = standin_free.run_name(stage, "abc", "before")
     assert name.startswith(f"standin_{stage.name}__{stage.steps}steps__")
     assert standin_free.run_name(stage, "abd", "before") != name  # another corpus
     assert standin_free.run_name(stage, "abc", "other") != name  # another first stage
+    assert standin_free.run_name(replace(stage, steps=stage.steps + 1), "abc", "before") != name  # other steps
     assert standin_free.run_name(replace(stage, lr=stage.lr / 2), "abc", "before") != name  # another learning rate
-    monkeypatch.setattr(standin_free, "CTC_WEIGHT", 0.1)
-    assert standin_free.run_name(stage, "abc", "before") != name  # another CTC share
-    monkeypatch.setattr(standin_free, "SIZES", {**standin_free.SIZES, "n_layers": 5})
-    assert standin_free.run_name(stage, "abc", "before") != name  # another model
+    for attr, value in (("CTC_WEIGHT", 0.1), ("SIZES", {**standin_free.SIZES, "n_layers": 5}),
+                        ("MIX", {"free": 0.5, "templates": 0.5})):  # another CTC share, model, corpus mix
+        with monkeypatch.context() as m:
+            m.setattr(standin_free, attr, value)
+            assert standin_free.run_name(stage, "abc", "before") != name, attr
+    assert standin_free.run_name(stage, "abc", "before") == name

@@ -198,7 +198,8 @@ def test_the_shipped_standin_config_is_portable():
     cfg = _nemo_config(STANDIN)
     assert cfg["tokenizer"]["dir"] == "demo_cache/tokenizer_en1024"
     assert cfg["validation_ds"]["use_start_end_token"] is False and cfg["validation_ds"]["manifest_filepath"] is None
-    assert cfg["train_ds"]["input_cfg"][0]["manifest_filepath"] == "demo_cache/standin_corpus/manifests/en_train.json"
+    assert [c["manifest_filepath"] for c in cfg["train_ds"]["input_cfg"]] == [
+        "demo_cache/standin_free_corpus/manifests/en_train.json", "demo_cache/standin_corpus/manifests/en_train.json"]
 
 
 def test_portable_config_rewrites_only_paths_inside_the_repository(tmp_path):

@@ -25,7 +25,7 @@ from enhi.errors import UserError, exit_on_user_error
 # Why each mode, as the command says it (numbers: bench/RESULTS.md, long-form).
 WHY = {
     "pauses": "the default: cut at pauses into speech segments of up to 20 s; on the long-form bench it stays within "
-              "0.03 of per-utterance WER, where one pass and fixed chunks lose most words after the first sentence",
+              "0.03 of per-utterance WER, where one pass and fixed chunks lose 0.1-0.3 more",
     "single": "asked for: one pass over the whole file",
     "chunked": "asked for: fixed chunks",
 }

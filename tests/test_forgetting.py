@@ -8,9 +8,10 @@ import random
 
 import pytest
 import torch
-from conftest import MERGED_DIR, ROOT
+from conftest import MERGED_DIR
 from omegaconf import OmegaConf
 
+from demo.standin import SHIPPED  # real English posteriors to distil
 from enhi.adaptation import new_token_rows
 from enhi.evaluate import audio_batch, token_batch
 from enhi.forgetting import (
@@ -24,8 +25,6 @@ from enhi.forgetting import (
 from enhi.manifest import load_audio, read_manifest
 from enhi.training import load_nemo_file
 from enhi.transplant import VocabLayout, change_vocabulary
-
-SHIPPED = ROOT / "assets" / "standin" / "standin_en.nemo"  # real English posteriors to distil
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, run_main
 
+from demo.standin import SHIPPED as STANDIN
 from enhi.lang_hint import allowed_token_ids, restricted_to
 
-STANDIN = ROOT / "assets" / "standin" / "standin_en.nemo"
 DEVANAGARI = re.compile("[\u0900-\u097f]")
 LATIN = re.compile("[a-z]")
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import torch
-from conftest import MERGED_DIR, ROOT
+from conftest import MERGED_DIR
 
+from demo.standin import SHIPPED
 from enhi.adaptation import new_token_rows
 from enhi.evaluate import transcribe_entries
 from enhi.manifest import read_manifest
 from enhi.reset import PARTS, reset_part, start_state
 from enhi.training import load_nemo_file
 from enhi.transplant import change_vocabulary
-
-SHIPPED = ROOT / "assets" / "standin" / "standin_en.nemo"
 
 
 def test_reset_puts_back_one_part_and_keeps_new_rows(small_corpus):

@@ -13,7 +13,7 @@ import pytest
 from conftest import EN_MODEL
 
 from demo import standin, standin_free
-from demo.corpus import corpus_plan, plan_sha256, synthesize
+from demo.corpus import SAMPLE_RATE, corpus_plan, plan_sha256, synthesize
 from enhi.evaluate import error_rates, transcribe_audio
 
 RECORD = json.loads(standin.RECORD.read_text(encoding="utf-8"))
@@ -49,23 +49,36 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def fresh():
+def free_plan():
+    """The stand-in corpus's plan (about 20 s to draw), shared by the record check and the fresh synthesis."""
+    from demo import standin_corpus as sc
+
+    return sc.plan(0)
+
+
+@pytest.fixture(scope="module")
+def fresh(free_plan):
     """The stand-in's three validation sets synthesized anew from the plan: (references, audio) per set, the long
     recordings joined from the fresh utterances as the corpus joins them."""
     from demo import standin_corpus as sc
 
-    p = sc.plan(0)
     sets = {}
     for name in ("en_val", "en_free"):
-        sets[name] = ([" ".join(x["text"] for x in item["parts"]) for item in p[name]],
-                      [sc.render(item)[0] for item in p[name]])
+        sets[name] = ([" ".join(x["text"] for x in item["parts"]) for item in free_plan[name]],
+                      [sc.render(item)[0] for item in free_plan[name]])
     refs = sets["en_val"][0] + sets["en_free"][0]
     audio = sets["en_val"][1] + sets["en_free"][1]
-    groups = sc.long_groups([len(a) / 16000 for a in audio], 0)
+    groups = sc.long_groups([len(a) / SAMPLE_RATE for a in audio], 0)
     sets["en_long"] = ([" ".join(refs[j] for j in g) for g, _ in groups],
                        [sc.join([audio[j] for j in g], pauses) for g, pauses in groups])
     sets["groups"] = groups
     return sets
+
+
+@pytest.fixture(scope="module")
+def heard(model, fresh):
+    """The shipped model's TDT transcripts of the three fresh sets, made once for the tests that read them."""
+    return {name: transcribe_audio(model, fresh[name][1], batch_size=8) for name in ("en_val", "en_free", "en_long")}
 
 
 def test_it_is_a_small_parakeet_with_the_real_english_tokenizer(model):
@@ -97,7 +110,7 @@ def test_stage_one_record_matches_the_corpus_and_recipe_the_repository_has():
     assert {k: templates.cfg.spec_augment[k] for k in standin.SPEC_AUGMENT} == standin.SPEC_AUGMENT
 
 
-def test_stage_two_record_is_the_training_the_command_runs_today(model):
+def test_stage_two_record_is_the_training_the_command_runs_today(model, free_plan):
     """Starting model (by hash), stage, corpus mix and plans, loss mix and augmentation: the module's. The sittings
     cover every step once, in order, and the curve reaches the last step."""
     from demo import standin_corpus as sc
@@ -107,7 +120,7 @@ def test_stage_two_record_is_the_training_the_command_runs_today(model):
                                      "sha256": standin_free.file_sha256(standin.TEMPLATES)}
     assert RECORD["stage"] == standin_free.STAGE.__dict__ and RECORD["mix"] == standin_free.MIX
     assert RECORD["corpus_plan_sha256"] == {
-        "free": sc.plan_sha256(sc.plan(0)),
+        "free": sc.plan_sha256(free_plan),
         "templates": plan_sha256(corpus_plan(standin.N_TRAIN, standin.N_VAL, 0, ("en",)))}
     assert RECORD["run"] == standin_free.run_name(standin_free.STAGE, json.dumps(RECORD["corpus_plan_sha256"],
                                                   sort_keys=True), RECORD["first_stage"]["sha256"])
@@ -120,25 +133,24 @@ def test_stage_two_record_is_the_training_the_command_runs_today(model):
 
 
 @pytest.mark.parametrize("name", ["en_val", "en_free", "en_long"])
-def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(model, fresh, name):
-    refs, audio = fresh[name]
-    wer = error_rates(refs, transcribe_audio(model, audio, batch_size=8))["wer"]
+def test_it_scores_its_recorded_wer_on_a_fresh_synthesis(fresh, heard, name):
+    wer = error_rates(fresh[name][0], heard[name])["wer"]
     # eSpeak NG's audio is not bit-reproducible (the same text and voice twice in one process differ in samples);
     # over the template set that moved WER by up to 0.008 between runs.
     assert abs(wer - RECORD["scores"][name]["wer"]) <= 0.03, (name, wer, RECORD["scores"][name])
 
 
-def test_long_recordings_lose_few_words_against_the_same_utterances_one_by_one(model, fresh):
+def test_long_recordings_lose_few_words_against_the_same_utterances_one_by_one(fresh, heard):
     """The stage-2 corpus has segments of up to 20 s, so a recording of several sentences loses few more words than
     its sentences one by one: 0.644 against 0.536 WER when this test was written (2026-12-04). Stage 1, trained on
     1-5 s clips only, scored 0.912 on these recordings against 0.066 and 0.886 on the two sets they join."""
     refs = fresh["en_val"][0] + fresh["en_free"][0]
-    audio = fresh["en_val"][1] + fresh["en_free"][1]
+    hyps = heard["en_val"] + heard["en_free"]
     used = sorted(j for g, _ in fresh["groups"] for j in g)
-    one_by_one = error_rates([refs[j] for j in used], transcribe_audio(model, [audio[j] for j in used], 8))["wer"]
-    long = error_rates(fresh["en_long"][0], transcribe_audio(model, fresh["en_long"][1], 8))["wer"]
+    one_by_one = error_rates([refs[j] for j in used], [hyps[j] for j in used])["wer"]
+    long = error_rates(fresh["en_long"][0], heard["en_long"])["wer"]
     assert long <= one_by_one + 0.15, (long, one_by_one)
-    assert np.mean([len(a) for a in fresh["en_long"][1]]) / 16000 >= 10
+    assert np.mean([len(a) for a in fresh["en_long"][1]]) / SAMPLE_RATE >= 10
 
 
 def test_on_sentences_written_for_this_test_it_transcribes_most_words(model):

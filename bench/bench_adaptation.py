@@ -69,20 +69,45 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                  ADAPTERS),
     "adapters_l2": ("the adapters arm + NeMo's L2 on each adapter's change (0.001; damage control's regulariser)",
                     [*ADAPTERS, "model.adaptation.adapter_l2=0.001"]),
+    "replay": ("the recipe with 0.8 of its English drawn from the stand-in's own training corpus (rehearsal)",
+               ["english_replay=0.8"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
 MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
+REPLAY = "english_replay="  # not a YAML key either: adds the replay corpus to the manifest list
+# The demo's English is its template corpus alone, narrower than what the stand-in learned (free text, 10-20 s
+# segments, noise and rooms): rehearsal replays a sample of the stand-in's own corpus, drawn by its generator from
+# the same sentence streams (the first sentences of each are the ones the stand-in trained on), voices and rooms.
+# 1200 + 200 items (about 2 h) outlast what 400 steps of the demo draw from it (about 1.3 h at 0.8 x 0.5 x 30 s).
+REPLAY_CORPUS = {"n_single": 1200, "n_segments": 200}
+
+
+def _replay_manifest() -> str:
+    from demo.common import CACHE
+    from demo.standin_corpus import build
+
+    out = CACHE / "replay_corpus_{n_single}_{n_segments}".format(**REPLAY_CORPUS)
+    return build(out, seed=0, progress=False, **REPLAY_CORPUS)["manifests"]["en_train"]
 
 
 def _expand(override: str, config: Path) -> str:
     """`english_share=x` as the override of the whole manifest list, English at weight x, the others sharing the
-    rest; at 1.0 the other languages are left out."""
-    if not override.startswith(MIX):
+    rest; at 1.0 the other languages are left out. `english_replay=x`: the same list with x of the English weight
+    moved to the replay corpus (the total English share unchanged)."""
+    if not override.startswith((MIX, REPLAY)):
         return override
     from omegaconf import OmegaConf
 
-    share = float(override[len(MIX):])
     manifests = OmegaConf.to_container(OmegaConf.load(config).model.train_ds.manifests)
+    if override.startswith(REPLAY):
+        x = float(override[len(REPLAY):])
+        english = [m for m in manifests if m["lang"] == "en"]
+        total = sum(m.get("weight", 1.0) for m in english)
+        for m in english:
+            m["weight"] = m.get("weight", 1.0) * (1 - x)
+        manifests.append({"path": _replay_manifest(), "lang": "en", "weight": total * x})
+        return "model.train_ds.manifests=" + json.dumps(manifests)
+    share = float(override[len(MIX):])
     if share == 1.0:
         manifests = [m for m in manifests if m["lang"] == "en"]
     others = sum(m["lang"] != "en" for m in manifests)

@@ -70,6 +70,23 @@ def test_an_english_share_arm_reweights_the_prepared_manifests_through_the_scrip
     assert [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests] == [("/c/en_train.json", "en", 1.0)]
 
 
+def test_a_replay_arm_moves_part_of_the_english_weight_to_the_replay_corpus(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    import bench.bench_adaptation as bench
+    from enhi.config import load_run_config
+
+    manifests = [{"path": "/c/en_train.json", "lang": "en", "weight": 0.5},
+                 {"path": "/c/hi_train.json", "lang": "hi", "weight": 0.5}]
+    config = tmp_path / "prepared.yaml"
+    OmegaConf.save(OmegaConf.create({"model": {"train_ds": {"manifests": manifests}}}), config)
+    monkeypatch.setattr(bench, "_replay_manifest", lambda: "/c/replay/en_train.json")
+    _, cfg = load_run_config({}, config, [bench._expand("english_replay=0.8", config)])
+    got = [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests]
+    assert got == [("/c/en_train.json", "en", pytest.approx(0.1)), ("/c/hi_train.json", "hi", 0.5),
+                   ("/c/replay/en_train.json", "en", pytest.approx(0.4))]
+
+
 def _joint_record(seed: int, en: float, hi: float) -> dict:
     from bench.bench_joint_reference import settings
 

@@ -71,41 +71,48 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                     [*ADAPTERS, "model.adaptation.adapter_l2=0.001"]),
     "replay": ("the recipe with 0.8 of its English drawn from the stand-in's own training corpus (rehearsal)",
                ["english_replay=0.8"]),
+    "replay_short": ("the replay arm with single sentences only (no 10-20 s segments)", ["english_replay_short=0.8"]),
+    "replay_short_distill": ("the replay_short arm + distillation of the TDT joint (weight 1)",
+                             ["english_replay_short=0.8", "model.adaptation.distill_weight=1",
+                              "model.adaptation.distill_on=joint"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
 MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
-REPLAY = "english_replay="  # not a YAML key either: adds the replay corpus to the manifest list
-# The demo's English is its template corpus alone, narrower than what the stand-in learned (free text, 10-20 s
-# segments, noise and rooms): rehearsal replays a sample of the stand-in's own corpus, drawn by its generator from
-# the same sentence streams (the first sentences of each are the ones the stand-in trained on), voices and rooms.
-# 1200 + 200 items (about 2 h) outlast what 400 steps of the demo draw from it (about 1.3 h at 0.8 x 0.5 x 30 s).
-REPLAY_CORPUS = {"n_single": 1200, "n_segments": 200}
+# Not YAML keys either: each adds a replay corpus to the manifest list. The demo's English is its template corpus
+# alone, narrower than what the stand-in learned (free text, 10-20 s segments, noise and rooms): rehearsal replays
+# a sample of the stand-in's own corpus, drawn by its generator from the same sentence streams (the first
+# sentences of each are the ones the stand-in trained on), voices and rooms. 1200 + 200 items (about 2 h) outlast
+# what 400 steps of the demo draw from it (about 1.3 h at 0.8 x 0.5 x 30 s). Sources are drawn by utterance, so
+# long replay items take batches' audio from Hindi: the short variant replays single sentences only.
+REPLAY_CORPORA = {"english_replay=": {"n_single": 1200, "n_segments": 200},
+                  "english_replay_short=": {"n_single": 1400, "n_segments": 0}}
 
 
-def _replay_manifest() -> str:
+def _replay_manifest(sizes: dict[str, int]) -> str:
     from demo.common import CACHE
     from demo.standin_corpus import build
 
-    out = CACHE / "replay_corpus_{n_single}_{n_segments}".format(**REPLAY_CORPUS)
-    return build(out, seed=0, progress=False, **REPLAY_CORPUS)["manifests"]["en_train"]
+    out = CACHE / "replay_corpus_{n_single}_{n_segments}".format(**sizes)
+    return build(out, seed=0, progress=False, **sizes)["manifests"]["en_train"]
 
 
 def _expand(override: str, config: Path) -> str:
     """`english_share=x` as the override of the whole manifest list, English at weight x, the others sharing the
     rest; at 1.0 the other languages are left out. `english_replay=x`: the same list with x of the English weight
     moved to the replay corpus (the total English share unchanged)."""
-    if not override.startswith((MIX, REPLAY)):
+    if not override.startswith((MIX, *REPLAY_CORPORA)):
         return override
     from omegaconf import OmegaConf
 
     manifests = OmegaConf.to_container(OmegaConf.load(config).model.train_ds.manifests)
-    if override.startswith(REPLAY):
-        x = float(override[len(REPLAY):])
+    key = override.split("=")[0] + "="
+    if key in REPLAY_CORPORA:
+        x = float(override[len(key):])
         english = [m for m in manifests if m["lang"] == "en"]
         total = sum(m.get("weight", 1.0) for m in english)
         for m in english:
             m["weight"] = m.get("weight", 1.0) * (1 - x)
-        manifests.append({"path": _replay_manifest(), "lang": "en", "weight": total * x})
+        manifests.append({"path": _replay_manifest(REPLAY_CORPORA[key]), "lang": "en", "weight": total * x})
         return "model.train_ds.manifests=" + json.dumps(manifests)
     share = float(override[len(MIX):])
     if share == 1.0:

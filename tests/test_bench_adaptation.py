@@ -80,11 +80,15 @@ def test_a_replay_arm_moves_part_of_the_english_weight_to_the_replay_corpus(tmp_
                  {"path": "/c/hi_train.json", "lang": "hi", "weight": 0.5}]
     config = tmp_path / "prepared.yaml"
     OmegaConf.save(OmegaConf.create({"model": {"train_ds": {"manifests": manifests}}}), config)
-    monkeypatch.setattr(bench, "_replay_manifest", lambda: "/c/replay/en_train.json")
+    monkeypatch.setattr(bench, "_replay_manifest", lambda sizes: "/c/replay_{n_single}_{n_segments}.json".format(**sizes))
     _, cfg = load_run_config({}, config, [bench._expand("english_replay=0.8", config)])
     got = [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests]
     assert got == [("/c/en_train.json", "en", pytest.approx(0.1)), ("/c/hi_train.json", "hi", 0.5),
-                   ("/c/replay/en_train.json", "en", pytest.approx(0.4))]
+                   ("/c/replay_1200_200.json", "en", pytest.approx(0.4))]
+    _, cfg = load_run_config({}, config, [bench._expand("english_replay_short=0.5", config)])
+    got = [(m.path, m.lang, m.weight) for m in cfg.model.train_ds.manifests]
+    assert got == [("/c/en_train.json", "en", pytest.approx(0.25)), ("/c/hi_train.json", "hi", 0.5),
+                   ("/c/replay_1400_0.json", "en", pytest.approx(0.25))]
 
 
 def _joint_record(seed: int, en: float, hi: float) -> dict:

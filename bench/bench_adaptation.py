@@ -98,8 +98,8 @@ def _replay_manifest(sizes: dict[str, int]) -> str:
 
 def _expand(override: str, config: Path) -> str:
     """`english_share=x` as the override of the whole manifest list, English at weight x, the others sharing the
-    rest; at 1.0 the other languages are left out. `english_replay=x`: the same list with x of the English weight
-    moved to the replay corpus (the total English share unchanged)."""
+    rest; at 1.0 the other languages are left out. `english_replay=x` (or `english_replay_short=x`): the same
+    list with x of the English weight moved to that replay corpus (the total English share unchanged)."""
     if not override.startswith((MIX, *REPLAY_CORPORA)):
         return override
     from omegaconf import OmegaConf

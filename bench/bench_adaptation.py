@@ -77,15 +77,15 @@ ARMS: dict[str, tuple[str, list[str]]] = {
                               "model.adaptation.distill_on=joint"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
-MIX = "english_share="  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
+MIX = "english_share"  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
 # Not YAML keys either: each adds a replay corpus to the manifest list. The demo's English is its template corpus
 # alone, narrower than what the stand-in learned (free text, 10-20 s segments, noise and rooms): rehearsal replays
 # a sample of the stand-in's own corpus, drawn by its generator from the same sentence streams (the first
 # sentences of each are the ones the stand-in trained on), voices and rooms. 1200 + 200 items (about 2 h) outlast
 # what 400 steps of the demo draw from it (about 1.3 h at 0.8 x 0.5 x 30 s). Sources are drawn by utterance, so
 # long replay items take batches' audio from Hindi: the short variant replays single sentences only.
-REPLAY_CORPORA = {"english_replay=": {"n_single": 1200, "n_segments": 200},
-                  "english_replay_short=": {"n_single": 1400, "n_segments": 0}}
+REPLAY_CORPORA = {"english_replay": {"n_single": 1200, "n_segments": 200},
+                  "english_replay_short": {"n_single": 1400, "n_segments": 0}}
 
 
 def _replay_manifest(sizes: dict[str, int]) -> str:
@@ -100,26 +100,25 @@ def _expand(override: str, config: Path) -> str:
     """`english_share=x` as the override of the whole manifest list, English at weight x, the others sharing the
     rest; at 1.0 the other languages are left out. `english_replay=x` (or `english_replay_short=x`): the same
     list with x of the English weight moved to that replay corpus (the total English share unchanged)."""
-    if not override.startswith((MIX, *REPLAY_CORPORA)):
+    key, _, value = override.partition("=")
+    if key != MIX and key not in REPLAY_CORPORA:
         return override
     from omegaconf import OmegaConf
 
     manifests = OmegaConf.to_container(OmegaConf.load(config).model.train_ds.manifests)
-    key = override.split("=")[0] + "="
+    x = float(value)
     if key in REPLAY_CORPORA:
-        x = float(override[len(key):])
         english = [m for m in manifests if m["lang"] == "en"]
-        total = sum(m.get("weight", 1.0) for m in english)
+        total = sum(m["weight"] for m in english)
         for m in english:
-            m["weight"] = m.get("weight", 1.0) * (1 - x)
+            m["weight"] *= 1 - x
         manifests.append({"path": _replay_manifest(REPLAY_CORPORA[key]), "lang": "en", "weight": total * x})
-        return "model.train_ds.manifests=" + json.dumps(manifests)
-    share = float(override[len(MIX):])
-    if share == 1.0:
-        manifests = [m for m in manifests if m["lang"] == "en"]
-    others = sum(m["lang"] != "en" for m in manifests)
-    for m in manifests:
-        m["weight"] = share if m["lang"] == "en" else (1 - share) / others
+    else:
+        if x == 1.0:
+            manifests = [m for m in manifests if m["lang"] == "en"]
+        others = sum(m["lang"] != "en" for m in manifests)
+        for m in manifests:
+            m["weight"] = x if m["lang"] == "en" else (1 - x) / others
     return "model.train_ds.manifests=" + json.dumps(manifests)
 
 

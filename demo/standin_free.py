@@ -97,15 +97,17 @@ def _stop_at(step: int | None, every: int, stop_file: Path):
     return StopAt()
 
 
-def _sittings(run_dir: Path) -> list[dict]:
+def sittings(run_dir: Path) -> list[dict]:
     path = run_dir / "curves" / "sittings.jsonl"  # beside the curve, out of exp_manager's way
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def _stage(cfg: DictConfig, stage: Stage, name: str, train: list[ManifestSpec], val: dict[str, str], init: Path,
-           stop_at: int | None):
-    """Train the stage from `init` (or go on from its last checkpoint); returns (model, run folder, finished)."""
-    from enhi.training import configure_model, fit, load_nemo_file
+def train_stage(cfg: DictConfig, stage: Stage, name: str, train: list[ManifestSpec], val: list[NamedSet], model,
+                stop_at: int | None):
+    """Train `model` through `stage` in run folder `name` (or go on from that folder's last checkpoint, which then
+    replaces the weights `model` came with); returns (model, run folder, finished). Each sitting that trains is
+    appended to the folder's sittings.jsonl. Also the joint-training reference's stages (bench_joint_reference)."""
+    from enhi.training import configure_model, fit
     from enhi.transplant import install_cpu_tdt_loss
 
     t0 = time.time()
@@ -113,18 +115,17 @@ def _stage(cfg: DictConfig, stage: Stage, name: str, train: list[ManifestSpec], 
     c.exp_manager.resume_if_exists = True  # started again, it continues from its last checkpoint
     c.exp_manager.checkpoint_callback_params.save_nemo_on_train_end = False
     c.model.train_ds.manifests = train
-    c.model.validation_ds.sets = [NamedSet(n, path, "en") for n, path in val.items()]
+    c.model.validation_ds.sets = val
     c.model.optim.lr = stage.lr
     c.model.optim.sched.warmup_steps = stage.warmup
     c.model.spec_augment = SPEC_AUGMENT
     c.model.ctc_loss_weight = CTC_WEIGHT
-    model = load_nemo_file(init)
     install_cpu_tdt_loss(model)
     configure_model(model, c, bnb_optim=False)
     run_dir = Path(c.exp_manager.exp_dir) / c.exp_manager.name
     trainer, _, timer = fit(model, c, history_path=history_path(c, fresh=False), eval_at_start=False,
                             callbacks=[_stop_at(stop_at, EVERY, run_dir / "STOP")])
-    before = _sittings(run_dir)
+    before = sittings(run_dir)
     sitting = {"from_step": before[-1]["to_step"] if before else 0, "to_step": trainer.global_step,
                "minutes": round((time.time() - t0) / 60, 1),
                "median_step_s": sorted(timer.times)[len(timer.times) // 2] if timer.times else None,
@@ -152,7 +153,7 @@ def train(cfg: DictConfig, out: Path = standin.SHIPPED, first: Path = standin.TE
     checkpoint) and write `out` (.nemo) and its record (.json) beside it. With `stop_at`, the sitting ends at
     that step's checkpoint and nothing is written."""
     from enhi.evaluate import evaluate_sets
-    from enhi.training import eval_sets, save_model
+    from enhi.training import eval_sets, load_nemo_file, save_model
 
     if not first.is_file():
         standin.train(cfg, out=first)
@@ -163,9 +164,10 @@ def train(cfg: DictConfig, out: Path = standin.SHIPPED, first: Path = standin.TE
     name = run_name(STAGE, json.dumps(plans, sort_keys=True), first_sha)
     train_sets = [ManifestSpec(free["manifests"]["en_train"], "en", MIX["free"]),
                   ManifestSpec(templates["manifests"]["en_train"], "en", MIX["templates"])]
-    model, run_dir, finished = _stage(cfg, STAGE, name, train_sets, val, first, stop_at)
+    val_sets = [NamedSet(n, path, "en") for n, path in val.items()]
+    model, run_dir, finished = train_stage(cfg, STAGE, name, train_sets, val_sets, load_nemo_file(first), stop_at)
     if not finished:
-        print(f"stand-in: stopped at step {_sittings(run_dir)[-1]['to_step']} of {STAGE.steps}; the same command "
+        print(f"stand-in: stopped at step {sittings(run_dir)[-1]['to_step']} of {STAGE.steps}; the same command "
               "continues from there")
         return None
     history = [json.loads(line) for line in (run_dir / HISTORY_FILE).read_text().splitlines() if line]
@@ -186,7 +188,7 @@ def train(cfg: DictConfig, out: Path = standin.SHIPPED, first: Path = standin.TE
         "corpus_plan_sha256": plans,
         "corpus": {"params": free["params"], "counts": free["counts"], "hours": free["hours"], "voices": free["voices"]},
         "val_history": sorted({h["step"]: h for h in history}.values(), key=lambda h: h["step"]),
-        "sittings": _sittings(run_dir),
+        "sittings": sittings(run_dir),
         "scores": {n: {k: r[k] for k in ("wer", "cer", "ctc_wer", "ctc_cer", "n")} for n, r in scores.items()},
         "worst": {n: worst(r["predictions"]) for n, r in scores.items()},
         **standin.versions_and_date(),

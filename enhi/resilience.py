@@ -128,6 +128,10 @@ class ResumeState(pl.Callback):
         self.logged_steps = loop._batches_that_stepped + (0 if loop._should_accumulate() else 1)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # A sitting ended on request (a callback's `should_stop`) also ends Lightning's epoch, and the checkpoint
+        # written then must hold the position reached, or the next sitting would start a fresh pass of the data.
+        if trainer.should_stop and trainer.global_step < (trainer.max_steps or 0):
+            return
         self.epoch, self.batches = trainer.current_epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,3 +27,37 @@ def test_a_stop_file_ends_the_sitting_at_the_next_checkpoint_and_is_used_once(tm
     assert not _ends(cb, 1999) and stop.is_file()  # between checkpoints: nothing to resume from yet
     assert _ends(cb, 2000) and not stop.exists()
     assert not _ends(cb, 3000)  # the next sitting is not ended by the same request
+
+
+def test_a_sitting_ended_at_a_checkpoint_then_the_same_command_ends_where_one_sitting_ends(
+        standin_nemo, small_corpus, tmp_path, monkeypatch):
+    # Lightning closes its epoch when a callback stops the fit; the checkpoint written then must still hold the
+    # data position and RNG of the step reached (it held "next epoch, batch 0" once: a new pass of the data).
+    import torch
+    from conftest import ROOT
+
+    from demo import common
+    from enhi.config import ManifestSpec, NamedSet, load_run_config
+    from enhi.training import load_nemo_file
+
+    monkeypatch.setattr(common, "CACHE", tmp_path)  # run folders under tmp_path/runs
+    monkeypatch.setattr(standin_free, "EVERY", 2)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    stage = standin_free.Stage("t", 6, 1e-3, 2)
+    train = [ManifestSpec(str(small_corpus["en_train"]), "en", 0.7), ManifestSpec(str(small_corpus["en_val"]), "en", 0.3)]
+    val = [NamedSet("en", str(small_corpus["en_val"]), "en")]
+
+    def sitting(name: str, stop_at: int | None):
+        return standin_free.train_stage(cfg, stage, name, train, val, load_nemo_file(standin_nemo), stop_at)
+
+    _, split_dir, finished = sitting("split", 2)
+    assert not finished
+    split, _, finished = sitting("split", None)
+    whole, whole_dir, _ = sitting("whole", None)
+    assert finished
+    assert [(s["from_step"], s["to_step"]) for s in standin_free.sittings(split_dir)] == [(0, 2), (2, 6)]
+    assert [(s["from_step"], s["to_step"]) for s in standin_free.sittings(whole_dir)] == [(0, 6)]
+    a, b = split.state_dict(), whole.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert a["joint.joint_net.2.weight"].ne(load_nemo_file(standin_nemo).state_dict()["joint.joint_net.2.weight"]).any()

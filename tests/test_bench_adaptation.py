@@ -91,10 +91,22 @@ def test_a_replay_arm_moves_part_of_the_english_weight_to_the_replay_corpus(tmp_
                    ("/c/replay_1400_0.json", "en", pytest.approx(0.25))]
 
 
-def _joint_record(seed: int, en: float, hi: float) -> dict:
+def _steps() -> tuple[int, int]:
+    """The stand-in's steps (where the recipe starts) and the reference's (the recipe's end)."""
+    from bench.bench_joint_reference import stages
+    from demo.pipeline import FINETUNE_STEPS
+
+    total = sum(s["steps"] for s in stages())
+    return total - FINETUNE_STEPS, total
+
+
+def _joint_record(seed: int, en: float, hi: float, start_en: float = 0.6) -> dict:
     from bench.bench_joint_reference import settings
 
-    hist = [{"step": 1000, "val_en_wer": 0.5, "val_hi_cer": 0.9}, {"step": 6400, "val_en_wer": en, "val_hi_cer": hi}]
+    start, end = _steps()
+    hist = [{"step": 1000, "val_en_wer": 0.5, "val_hi_cer": 0.9, "stage": "templates"},
+            {"step": start, "val_en_wer": start_en, "val_hi_cer": 0.7, "stage": "free"},
+            {"step": end, "val_en_wer": en, "val_hi_cer": hi, "stage": "free"}]
     return {"settings": settings(seed), "history": hist}
 
 
@@ -114,7 +126,11 @@ def test_joint_reference_table_says_whether_the_english_target_is_within_what_th
     hi = statistics.mean(r["val_hi_cer"] for r in recipe) - 0.55
     assert f"English {en:+.3f}, Hindi CER {hi:+.3f}" in high and f"ends above it, at {standin + 0.04:.3f}" in high
     assert f"{standin + 0.04:.3f} ± {statistics.stdev([standin + 0.05, standin + 0.03]):.3f}" in high
-    assert "| 1000 | 0.500 / 0.900 | 0.500 / 0.900 |" in high
+    assert "| 1000 | templates | 0.500 / 0.900 | 0.500 / 0.900 |" in high
+    start, end = _steps()
+    assert f"| {end} | free |" in high and f"(step {end})" in high
+    # Where the recipe starts: the stand-in against the reference after as many steps as the stand-in's.
+    assert f"At step {start}, where the recipe starts (the stand-in), English {standin - 0.6:+.3f}." in high
     assert f"stand-in's WER + 0.01 = {standin + 0.01:.3f}" in high
     low = report([_joint_record(0, standin, 0.5)])
     assert f"ends within it, at {standin:.3f}" in low and "(1 seed)" in low

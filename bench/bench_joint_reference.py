@@ -184,6 +184,15 @@ def report(records: list[dict]) -> str:
     lines[-1] += (f" Exposure differs: the reference saw English in about {1 - HINDI_SHARE:.0%} of its steps' "
                   "utterances, the recipe English in all of the stand-in's and half of the fine-tune's, Hindi in "
                   "half of the fine-tune's.")
+    lines += ["", f"The recipe's distance to the reference's end (step {total}, mean of {len(joint)} seed(s)) at each of "
+              f"its checkpoints (mean ± sd over {len(runs)} seeds; negative: the recipe is better):", "",
+              "| fine-tune step | step overall | recipe English WER | minus reference | recipe Hindi CER | minus reference |",
+              "|---:|---:|---:|---:|---:|---:|"]
+    for step in sorted(set.intersection(*({h["step"] for h in r} for r in runs))):
+        at = [_at(r, step) for r in runs]
+        r_en, r_hi = [h["val_en_wer"] for h in at], [h["val_hi_cer"] for h in at]
+        lines.append(f"| {step} | {standin_steps + step} | {_cell(r_en)} | {statistics.mean(r_en) - en:+.3f} | "
+                     f"{_cell(r_hi)} | {statistics.mean(r_hi) - hi:+.3f} |")
     return "\n".join(lines)
 
 

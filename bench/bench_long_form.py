@@ -4,6 +4,7 @@ transcribe_long.py: WER/CER against the per-utterance baseline, timestamps, RTFx
     uv run ft_110M_enhi_demo.py                  # first, once: the demo's recipe model and validation clips
     uv run python bench/bench_long_form.py [--model demo_cache/runs/recipe/version_0/checkpoints/recipe.nemo]
     uv run python bench/bench_long_form.py --birwkv7      # the same recipe with using_birwkv7=true (trained first)
+    uv run python bench/bench_long_form.py [--birwkv7] --pads   # how much quiet a pause segment keeps: the grid
 
 Recordings (demo.long_form, seeded): all 100 English validation utterances end to end (about 5 min), all 100
 Hindi ones (about 5.5 min), and a code-switched stretch (25 English and 25 Hindi, alternating); two voices per
@@ -15,6 +16,10 @@ the same samples at the known utterance places. Modes: one pass (also with NeMo'
 same without the local-attention row, in a section of its own. Timestamps: share of utterances whose start and
 end lie within 0.3 s of a segment's; word times (pauses modes, the decoder's own, as --timestamps x.json writes
 them): share of timed words that start and end inside their utterance's place, give or take 0.3 s. Writes the table and the verdicts on the targets to bench/RESULTS.md.
+
+--pads: the grid that chose `enhi.long_audio.PAD_BEFORE_S` / `PAD_AFTER_S` (quiet kept before and after each pause
+segment), on recordings of the demo's *training* utterances (100 per language and a code-switched 50, other
+seeds), so the validation recordings above stay unseen by the choice; WER/CER per pad beside the known places.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "demo_cache" / "runs" / "recipe" / "version_0" / "checkpoints" / "recipe.nemo"
 BIRWKV7_MODEL = ROOT / "demo_cache" / "recipe_birwkv7.nemo"
 VAL = {lang: ROOT / "demo_cache" / "corpus" / "manifests" / f"{lang}_val.json" for lang in ("en", "hi")}
+TRAIN = {lang: path.with_name(f"{lang}_train.json") for lang, path in VAL.items()}
+PADS = [(before, after) for before in (0.0, 0.05, 0.1, 0.15) for after in (0.0, 0.1, 0.2)]  # seconds
 BATCH = 16
 TOL_S = 0.3
 LOCAL = 64  # encoder frames of context each side for the local-attention row (80 ms each: 5.1 s)
@@ -102,6 +109,36 @@ def train_birwkv7(out: Path = BIRWKV7_MODEL) -> Path:
     return save_model(model, out)
 
 
+def pad_grid(model) -> list[str]:
+    """Pauses-mode score per (before, after) pad on recordings of training utterances, as table lines."""
+    from demo.long_form import long_recording, per_utterance, score
+    from enhi.long_audio import pause_segments, transcribe_arrays
+    from enhi.manifest import read_manifest
+
+    def text(pieces: list) -> str:
+        return " ".join(t.strip() for i in range(0, len(pieces), BATCH) for t in transcribe_arrays(model, pieces[i:i + BATCH]))
+
+    train = {lang: read_manifest(path) for lang, path in TRAIN.items()}
+    mixed = [e for pair in zip(train["en"][:25], train["hi"][:25], strict=True) for e in pair]
+    cols: list[list[float]] = []
+    for seed, (entries, metric) in enumerate(((train["en"][:100], "wer"), (train["hi"][:100], "cer"), (mixed, "wer")),
+                                             start=11):
+        samples, utts = long_recording(entries, seed=seed)
+        col = [score(utts, text(per_utterance(samples, utts)))[metric]]
+        for pad in PADS:
+            segs = pause_segments(samples, 16000, pad_s=pad)
+            col.append(score(utts, text([samples[round(g["start"] * 16000): round(g["end"] * 16000)] for g in segs]))[metric])
+        print(" ".join(f"{v:.3f}" for v in col), flush=True)
+        cols.append(col)
+    lines = ["| segments | English WER | Hindi CER | code-switched WER | mean change against no pad |",
+             "|---|---:|---:|---:|---:|", "| the known places | " + " | ".join(f"{c[0]:.3f}" for c in cols) + " | - |"]
+    for i, (before, after) in enumerate(PADS, start=1):
+        change = sum(c[i] - c[1] for c in cols) / len(cols)
+        lines.append(f"| pauses, pad {before:.2f} s before / {after:.2f} s after | "
+                     + " | ".join(f"{c[i]:.3f}" for c in cols) + f" | {change:+.3f} |")
+    return lines
+
+
 def verdicts(rows: dict[str, dict[str, dict]]) -> list[str]:
     lines = ["Against the targets (recordings of 5 minutes or more, mode `pauses`, the CLI's default):"]
     for rec, metric in (("English", "wer"), ("Hindi", "cer")):
@@ -124,6 +161,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--model", type=Path, default=DEMO_MODEL, help="the model to measure (default: the demo's recipe)")
     p.add_argument("--birwkv7", action="store_true",
                    help=f"measure {BIRWKV7_MODEL.relative_to(ROOT)} instead, training it first if missing (train_birwkv7)")
+    p.add_argument("--pads", action="store_true", help="the pad grid on recordings of training utterances, then stop")
     args = p.parse_args(argv)
     if args.birwkv7:
         args.model = BIRWKV7_MODEL if BIRWKV7_MODEL.is_file() else train_birwkv7()
@@ -138,6 +176,16 @@ def main(argv: list[str]) -> None:
     model = load_nemo_file(args.model)
     model.eval()
     rwkv = is_birwkv7(model)
+    encoder = "BiRWKV7 encoder" if rwkv else "attention encoder"
+    if args.pads:
+        text = "\n".join(pad_grid(model))
+        print(text)
+        write_section("long-form-pads" + ("-birwkv7" if rwkv else ""), "\n".join([
+            *header(f"Pause segments: quiet kept around each, {encoder} (bench/bench_long_form.py --pads)"), text, "",
+            f"Model: {args.model.name}. Recordings of 100 training utterances per language and 50 code-switched (the "
+            "recipe was fine-tuned on them; the validation recordings are left to the main table); pads are seconds of the quiet before and "
+            "after each segment's first and last loud frame, never past the middle of its pause."]))
+        return
     modes = {k: v for k, v in MODES.items() if not (rwkv and v and v.get("local_attention"))}  # attention only
     if not rwkv:
         local = load_nemo_file(args.model)  # a second copy, with NeMo's limited-context attention (a NeMo model
@@ -164,7 +212,6 @@ def main(argv: list[str]) -> None:
             lines.append(line)
     text = "\n".join([*lines, "", *verdicts(rows)])
     print("\n" + text)
-    encoder = "BiRWKV7 encoder" if rwkv else "attention encoder"
     note = (f"Model: {args.model.name} (stand-in size, {encoder}). Batches of 16 pieces; RTFx from a run without "
             "the profiler, peak memory from a second run under it (the CPU allocator's high-water mark). The "
             "baseline's timestamps are the known places themselves.")

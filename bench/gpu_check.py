@@ -63,6 +63,7 @@ CUDA_TESTS = (
     "tests/test_wkv7_op.py::test_cuda_state_carry_and_auto",
     "tests/test_birwkv7_layer.py::test_bf16_autocast_with_cuda_kernels_tracks_fp32",
     "tests/test_tdt_loss.py::test_matches_nemo_tdt_numba_cuda",
+    "tests/test_transplant.py::test_a_model_on_a_gpu_is_changed_and_transplanted_on_the_gpu",
 )
 
 # Modules the parts import that a GPU image may lack (top-level module -> distribution), and fla, optional.
@@ -195,6 +196,12 @@ def use_site(site: Path) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *[p for p in parts if p != str(ROOT)], str(site)])
 
 
+def _numpy_has_row_stack() -> bool:
+    import numpy
+
+    return hasattr(numpy, "row_stack")
+
+
 def part_setup(args: argparse.Namespace, log: PartLog) -> None:
     missing = missing_modules(NEEDED_MODULES | OPTIONAL_MODULES)
     wheels = sorted(args.wheels.glob("*.whl")) if args.wheels.is_dir() else []
@@ -213,6 +220,13 @@ def part_setup(args: argparse.Namespace, log: PartLog) -> None:
             log.note("every needed package importable; no wheel installed")
         else:
             log.note(f"no wheels in {args.wheels} (run bench/prepare_gpu_wheels.py on a networked machine)")
+    if args.site.is_dir() and not _numpy_has_row_stack():
+        # The image's numba-cuda, which NeMo's CUDA TDT loss compiles with, registers np.row_stack, which NumPy
+        # 2.5 removed: every TDT loss on the GPU failed there (H200 image, 2026-12-04). An alias, in the
+        # processes this check starts (the folder is on their PYTHONPATH), lets it import; a no-op elsewhere.
+        (args.site / "sitecustomize.py").write_text(
+            "import numpy\nif not hasattr(numpy, 'row_stack'):\n    numpy.row_stack = numpy.vstack\n")
+        log.note("numpy.row_stack aliased to numpy.vstack for numba-cuda (NumPy >= 2.5)")
     log.put(missing=missing)
     hard = [m for m in missing if m in NEEDED_MODULES]
     if hard:

@@ -35,8 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # What the GPU image lacks, by who needs it. Found by running `gpu_check.py --dry-run` with every package that
 # is neither on the image (device notes, KINDS.md) nor in this list made unimportable, and adding what failed.
 WHEELS = [
-    # NeMo's ASR collection as the recipe uses it (models, exp_manager, Lhotse data loading, TDT loss)
-    "nemo-toolkit", "omegaconf", "antlr4-python3-runtime", "hydra-core", "lhotse", "intervaltree", "cytoolz",
+    # NeMo's ASR collection as the recipe uses it (models, exp_manager, Lhotse data loading, TDT loss); Lightning
+    # at the locked version too: the image's newer one declares Trainer.save_checkpoint(weights_only: bool | None)
+    # and nv-one-logger's override of it then fails its signature check when NeMo is imported (H200, 2026-12-04)
+    "lightning", "nemo-toolkit", "omegaconf", "antlr4-python3-runtime", "hydra-core", "lhotse", "intervaltree", "cytoolz",
     "kaldialign", "braceexpand", "webdataset", "text-unidecode", "datasets", "dill", "multiprocess",
     "nv-one-logger-core", "nv-one-logger-training-telemetry", "nv-one-logger-pytorch-lightning-integration",
     "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "overrides", "strenum", "toml",

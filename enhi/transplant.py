@@ -266,7 +266,11 @@ def change_vocabulary(
         else:
             sources = [[] for _ in added]
 
+    device = next(model.parameters()).device
     model.change_vocabulary(new_tokenizer_dir=str(tokenizer_dir), new_tokenizer_type="bpe")
+    # NeMo builds the new decoder, joint and CTC head on the CPU, whatever device the model is on: put them back
+    # beside the encoder (a model on a GPU was left split across devices, and the transplant failed there).
+    model.to(device)
     # NeMo's change_vocabulary keeps the old spec but rebuilds the loss as plain RNN-T: undo that.
     rebuild_transducer_loss(model)
     new = VocabLayout.of(model)
@@ -276,7 +280,6 @@ def change_vocabulary(
     if new.num_durations != old.num_durations:
         raise RuntimeError("change_vocabulary changed the number of TDT durations")
 
-    device = next(model.parameters()).device
     tokens = list(range(old.vocab_size))
     new_tokens = list(range(old.vocab_size, new.vocab_size))
     durations_old = [old.blank + 1 + d for d in range(old.num_durations)]

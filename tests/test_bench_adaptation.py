@@ -132,5 +132,14 @@ def test_joint_reference_table_says_whether_the_english_target_is_within_what_th
     # Where the recipe starts: the stand-in against the reference after as many steps as the stand-in's.
     assert f"At step {start}, where the recipe starts (the stand-in), English {standin - 0.6:+.3f}." in high
     assert f"stand-in's WER + 0.01 = {standin + 0.01:.3f}" in high
+    # The recipe's distance to the reference's end at each of its checkpoints, from its own records.
+    for k, step in enumerate(h["step"] for h in runs[0]):
+        at = [r[k] for r in runs]
+        assert all(h["step"] == step for h in at)
+        r_en, r_hi = statistics.mean(h["val_en_wer"] for h in at), statistics.mean(h["val_hi_cer"] for h in at)
+        row = [x.strip() for x in next(x for x in high.splitlines() if x.startswith(f"| {step} | {start + step} |")).split("|")]
+        assert row[3:8] == [f"{r_en:.3f} ± {statistics.stdev(h['val_en_wer'] for h in at):.3f}",
+                            f"{r_en - (standin + 0.04):+.3f}",
+                            f"{r_hi:.3f} ± {statistics.stdev(h['val_hi_cer'] for h in at):.3f}", f"{r_hi - 0.55:+.3f}", ""]
     low = report([_joint_record(0, standin, 0.5)])
     assert f"ends within it, at {standin:.3f}" in low and "(1 seed)" in low

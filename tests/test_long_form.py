@@ -14,7 +14,7 @@ from conftest import ROOT, load_script
 
 from demo.long_form import SR, boundary_hits, long_recording, per_utterance, score, words_within
 from demo.standin import SHIPPED as STANDIN
-from enhi.long_audio import pause_segments, transcribe_arrays, transcribe_long
+from enhi.long_audio import PAD_AFTER_S, PAD_BEFORE_S, pause_segments, transcribe_arrays, transcribe_long
 
 BOUND = 0.05  # long-form WER may exceed per-utterance WER by at most this (the bench's target is 0.03 over 5 min)
 
@@ -27,14 +27,23 @@ def _bursts(spec: list[tuple[str, float]], seed: int = 0) -> np.ndarray:
     return x + rng.standard_normal(x.size).astype(np.float32) * 10 ** (-70 / 20)
 
 
-def test_pause_segments_cut_at_pauses_only_and_trim_to_speech():
-    # A 0.1 s gap is a closure inside speech, not a pause; 0.5 s and 1.0 s gaps are pauses.
-    x = _bursts([("-", 0.7), ("s", 1.0), ("-", 0.1), ("s", 0.8), ("-", 0.5), ("s", 1.2), ("-", 1.0), ("s", 0.5), ("-", 0.4)])
-    segs = pause_segments(x, SR)
-    want = [(0.7, 2.6), (3.1, 4.3), (5.3, 5.8)]
-    assert len(segs) == len(want)
+def _close(segs: list[dict], want: list[tuple[float, float]]) -> None:
+    assert len(segs) == len(want), segs
     for g, (a, b) in zip(segs, want, strict=True):
         assert abs(g["start"] - a) <= 0.011 and abs(g["end"] - b) <= 0.011, (g, a, b)
+
+
+def test_pause_segments_cut_at_pauses_only_and_trim_to_speech_keeping_a_pad_of_quiet():
+    # A 0.1 s gap is a closure inside speech, not a pause; 0.5 s and 1.0 s gaps are pauses.
+    x = _bursts([("-", 0.7), ("s", 1.0), ("-", 0.1), ("s", 0.8), ("-", 0.5), ("s", 1.2), ("-", 1.0), ("s", 0.5), ("-", 0.4)])
+    speech = [(0.7, 2.6), (3.1, 4.3), (5.3, 5.8)]
+    _close(pause_segments(x, SR, pad_s=(0.0, 0.0)), speech)
+    before, after = PAD_BEFORE_S, PAD_AFTER_S
+    assert 0 < after  # the default keeps some quiet after each segment
+    _close(pause_segments(x, SR), [(a - before, b + after) for a, b in speech])
+    _close(pause_segments(x, SR, pad_s=(0.2, 0.0)), [(a - 0.2, b) for a, b in speech])
+    # A pad never reaches past the middle of a pause (nor the recording's ends): wide pads meet there.
+    _close(pause_segments(x, SR, pad_s=(0.6, 0.6)), [(0.1, 2.85), (2.85, 4.8), (4.8, 6.2)])
 
 
 def test_a_segment_longer_than_the_limit_is_cut_at_its_longest_inner_gap_and_packing_joins_neighbours():
@@ -43,7 +52,8 @@ def test_a_segment_longer_than_the_limit_is_cut_at_its_longest_inner_gap_and_pac
     assert [(round(g["start"], 2), round(g["end"], 2)) for g in segs] == [(0.0, 9.05), (9.17, 13.17)]
     y = _bursts([("s", 2.0), ("-", 0.5)] * 4)
     packed = pause_segments(y, SR, pack_s=5.0)
-    assert [(round(g["start"], 2), round(g["end"], 2)) for g in packed] == [(0.0, 4.5), (5.0, 9.5)]
+    assert [(round(g["start"], 2), round(g["end"], 2)) for g in packed] == [
+        (0.0, 4.5 + PAD_AFTER_S), (5.0 - PAD_BEFORE_S, 9.5 + PAD_AFTER_S)]
 
 
 @pytest.fixture(scope="module")

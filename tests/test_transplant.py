@@ -97,6 +97,25 @@ def test_rows_are_carried_exactly(en_tok_dir):
     assert abs(float(spread.mean()) - 1.0) < 0.1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (a model on the GPU is changed there)")
+def test_a_model_on_a_gpu_is_changed_and_transplanted_on_the_gpu(en_tok_dir):
+    # NeMo builds the new layers on the CPU: the wrapper must leave the model whole on its device, rows carried.
+    cpu = build_parakeet_model(en_tok_dir, seed=3)
+    gpu = build_parakeet_model(en_tok_dir, seed=3).cuda()
+    V = VocabLayout.of(cpu).vocab_size
+    for m in (cpu, gpu):
+        change_vocabulary(m, str(MERGED_DIR), transplant=True)
+    assert {p.device.type for p in gpu.parameters()} == {"cuda"}
+    W = VocabLayout.of(gpu).vocab_size
+    a, b = cpu.state_dict(), {k: v.cpu() for k, v in gpu.state_dict().items()}
+    assert a.keys() == b.keys()
+    for key, val in a.items():
+        if key == "decoder.prediction.embed.weight":  # new rows are random draws, on each device's generator
+            assert torch.equal(b[key][:V], val[:V]) and torch.equal(b[key][W], val[W])
+        else:
+            assert torch.allclose(b[key], val, atol=1e-6), key
+
+
 def test_refuses_a_tokenizer_that_does_not_start_with_the_model_pieces(en_tok_dir, tmp_path):
     from enhi.tokenizer_merge import write_nemo_tokenizer_folder
 

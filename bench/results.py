@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import sys
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+ROOT = RESULTS.parents[1]
 
 
 def cpu_name() -> str:
@@ -32,8 +34,17 @@ def machine() -> str:
     return dev
 
 
+def portable_arg(arg: str) -> str:
+    """A command-line argument as a record shows it: paths inside the repository relative to it, and the device
+    machine's output folder as `$OUT` (the shell expanded it), so no machine's own folders enter the records."""
+    out = os.environ.get("OUT", "").rstrip("/")
+    if out:
+        arg = arg.replace(out + "/", "$OUT/")
+    return arg.replace(f"{ROOT}/", "")
+
+
 def header(title: str, command: str | None = None) -> list[str]:
-    cmd = command or " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    cmd = command or " ".join(shlex.quote(portable_arg(a)) for a in [Path(sys.executable).name, *sys.argv])
     return [
         f"## {title}",
         "",

@@ -359,3 +359,14 @@ def test_long_audio_part_on_a_gpu_runs_its_ladder_to_the_first_oom(monkeypatch):
     log = gc.PartLog("long-audio", None)
     gc.part_long_audio(gc.GPU_SIZES, log, deadline=30.0)
     assert ["birwkv7", 13.0, None, None, None, "not run: time"] in log.d["data"]["rows"]
+
+
+def test_a_recorded_command_names_no_folder_of_the_machine(monkeypatch):
+    from bench.results import ROOT, header
+
+    monkeypatch.setenv("OUT", "/root/out/")
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "bench" / "gpu_check.py"), "--results", "/root/out/RESULTS.md",
+                                      f"--wheels={ROOT}/.whl", "--budget-s", "340"])
+    line = next(x for x in header("t") if x.startswith("- command"))
+    assert line.endswith(" bench/gpu_check.py --results '$OUT/RESULTS.md' --wheels=.whl --budget-s 340`"), line
+    assert "/root" not in line and str(ROOT) not in line

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-ROOT = RESULTS.parents[1]
 
 
 def cpu_name() -> str:
@@ -37,10 +36,12 @@ def machine() -> str:
 def portable_arg(arg: str) -> str:
     """A command-line argument as a record shows it: paths inside the repository relative to it, and the device
     machine's output folder as `$OUT` (the shell expanded it), so no machine's own folders enter the records."""
+    from enhi.portable import relative_text
+
     out = os.environ.get("OUT", "").rstrip("/")
     if out:
         arg = arg.replace(out + "/", "$OUT/")
-    return arg.replace(f"{ROOT}/", "")
+    return relative_text(arg)
 
 
 def header(title: str, command: str | None = None) -> list[str]:

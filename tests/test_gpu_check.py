@@ -362,7 +362,8 @@ def test_long_audio_part_on_a_gpu_runs_its_ladder_to_the_first_oom(monkeypatch):
 
 
 def test_a_recorded_command_names_no_folder_of_the_machine(monkeypatch):
-    from bench.results import ROOT, header
+    from bench.results import header
+    from enhi.portable import REPO_ROOT as ROOT
 
     monkeypatch.setenv("OUT", "/root/out/")
     monkeypatch.setattr(sys, "argv", [str(ROOT / "bench" / "gpu_check.py"), "--results", "/root/out/RESULTS.md",

@@ -13,7 +13,10 @@ Parts, in order (each under its own time limit, so a slow one cannot starve the 
               once with AdamW and once with bitsandbytes AdamW8bit (`bnb_optim`): median step time, peak GPU
               memory, optimizer state, finite losses, and an assertion that the loss that ran is NeMo's CUDA
               TDT loss with the model's durations; then transcription RTFx of the adapted models against
-              the unadapted one on the same audio;
+              the unadapted one on the same audio. NeMo's greedy TDT decoder runs with its default CUDA
+              graphs; if the part dies of a CUDA error (the H200 run of 2026-12-04 died of an illegal memory
+              access at its first transcription), it runs once more with them off
+              (`decoding.greedy.use_cuda_graph_decoder=false`), and both outcomes are recorded;
   wkv7        bench/bench_wkv7.py's cases without fla (ours, SDPA, the chunked PyTorch reference);
   long-audio  bench/bench_long_audio.py's encoders (0.6b shape) on ever longer audio up to the first
               out-of-memory, the ladder sized to the card and to the time left;
@@ -81,6 +84,7 @@ OPTIONAL_MODULES = {"fla": "fla-core"}
 # Seconds each part may take at most on a GPU (the run's own deadline cuts them further); unused time flows
 # to later parts. wkv7-fla comes last and takes what is left: fla's first call autotunes for ~3 minutes.
 PART_CAP_S = {"cuda-tests": 100, "finetune": 140, "wkv7": 40, "long-audio": 90, "wkv7-fla": 600}
+MIN_RETRY_S = 60.0  # the least time left worth a second fine-tune attempt (a 110m one takes about 2 minutes)
 
 # Targets of issue 13 (printed as pass/miss only from numbers measured in this run).
 TARGET_LONG_AUDIO_H = 12.0  # one pass longer than this on an 80 GB card (more on a 141 GB one)
@@ -473,18 +477,37 @@ def quiet_nemo() -> None:
     nemo_logging.setLevel(nemo_logging.WARNING)
 
 
-def part_finetune(sz: Sizes, log: PartLog, deadline: float) -> None:
+DECODER_GRAPHS = ("nemo", "off")  # NeMo's default (CUDA graphs in the greedy TDT decoder), or none
+
+
+def decoder_cuda_graphs_off(model) -> None:
+    """Greedy TDT decoding without CUDA graphs, kept in `model.cfg.decoding` so that NeMo's later rebuilds of
+    the decoding (transcribe with timestamps, change_vocabulary) keep it too."""
+    import copy
+
+    from omegaconf import open_dict
+
+    cfg = copy.deepcopy(model.cfg.decoding)
+    with open_dict(cfg):
+        cfg.greedy.use_cuda_graph_decoder = False
+    model.change_decoding_strategy(cfg, decoder_type="rnnt", verbose=False)
+    computer = getattr(model.decoding.decoding, "decoding_computer", None)
+    if computer is not None and (computer.allow_cuda_graphs or computer.cuda_graphs_mode is not None):
+        raise AssertionError("NeMo's greedy TDT decoder still allows CUDA graphs")
+
+
+def part_finetune(sz: Sizes, log: PartLog, deadline: float, decoder_graphs: str = "nemo") -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work = Path(tempfile.mkdtemp(prefix="gpu_check_finetune_"))
     try:
-        _finetune_in(work, sz, log, device)
+        _finetune_in(work, sz, log, device, decoder_graphs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _finetune_in(work: Path, sz: Sizes, log: PartLog, device: str) -> None:
+def _finetune_in(work: Path, sz: Sizes, log: PartLog, device: str, decoder_graphs: str) -> None:
     import torch
 
     from demo.corpus import build_corpus
@@ -514,6 +537,11 @@ def _finetune_in(work: Path, sz: Sizes, log: PartLog, device: str) -> None:
     ad = cfgs["AdamW"].model.get("adaptation")
     adapt_args = [cfgs["AdamW"].model.tokenizer.dir, True, *([ad.new_rows, ad.new_token_mass_bound] if ad else [])]
     change_vocabulary(model, *adapt_args)
+    log.put(decoder_graphs=decoder_graphs)
+    if decoder_graphs == "off":
+        decoder_cuda_graphs_off(unadapted)
+        decoder_cuda_graphs_off(model)
+        log.note("greedy TDT decoder without CUDA graphs")
     # Both optimizers start from these weights; kept on the CPU so they do not count in the GPU memory peak.
     adapted = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     rtfx = time_transcription({"unadapted": unadapted, "adapted (transplant)": model}, audios, sz.transcribe_reps, batch)
@@ -527,6 +555,8 @@ def _finetune_in(work: Path, sz: Sizes, log: PartLog, device: str) -> None:
             model = _build(sz, en_dir, device)
             change_vocabulary(model, *adapt_args)  # the model as the recipe leaves it (config included)
             model.load_state_dict(adapted)  # and exactly AdamW's starting weights
+            if decoder_graphs == "off":
+                decoder_cuda_graphs_off(model)
         log.note(f"fine-tuning with {optimizer}: {sz.steps} steps, bf16-mixed")
         runs[optimizer] = _fine_tune(model, cfgs[optimizer], optimizer, device)
         r = runs[optimizer]
@@ -694,14 +724,16 @@ def run_logged(name: str, fn: Callable[[PartLog], None], path: Path | None = Non
     return log.d
 
 
-def run_child_part(name: str, sz: Sizes, path: Path | None, deadline: float) -> dict[str, Any]:
+def run_child_part(name: str, sz: Sizes, path: Path | None, deadline: float, decoder_graphs: str = "nemo") -> dict[str, Any]:
+    if name == "finetune":
+        return run_logged(name, lambda log: part_finetune(sz, log, deadline, decoder_graphs), path)
     return run_logged(name, lambda log: CHILD_PARTS[name](sz, log, deadline), path)
 
 
-def run_part_isolated(name: str, args: argparse.Namespace, deadline: float) -> dict[str, Any]:
-    path = args.work / f"{name}.json"
+def run_part_isolated(name: str, args: argparse.Namespace, deadline: float, decoder_graphs: str = "nemo") -> dict[str, Any]:
+    path = args.work / f"{name}-{decoder_graphs}.json"  # a retry never reads the first attempt's record
     cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--part-json", str(path),
-           "--deadline", str(deadline), *(["--dry-run"] if args.dry_run else [])]
+           "--deadline", str(deadline), "--decoder-graphs", decoder_graphs, *(["--dry-run"] if args.dry_run else [])]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)  # its own group: a cut kills its children too
     try:
@@ -721,6 +753,25 @@ def run_part_isolated(name: str, args: argparse.Namespace, deadline: float) -> d
     return d
 
 
+def died_of_a_cuda_fault(status: str) -> bool:
+    """A failure the CUDA context does not survive (illegal address, launch failure), not a wrong number."""
+    return status.startswith("failed") and any(w in status for w in ("CUDA error", "AcceleratorError", "illegal memory access"))
+
+
+def finetune_with_decoder_fallback(run: Callable[[str], dict[str, Any]], first: str, seconds_left: Callable[[], float]) -> dict[str, Any]:
+    """`run(decoder_graphs)` once; when NeMo's CUDA-graph decoder was on and the part died of a CUDA fault, once
+    more without the graphs (if time is left), recording the first attempt in the second's result."""
+    d = run(first)
+    if first != "nemo" or not died_of_a_cuda_fault(d["status"]) or seconds_left() < MIN_RETRY_S:
+        return d
+    print(f"== finetune: again with the greedy TDT decoder's CUDA graphs off (first attempt {d['status']})", flush=True)
+    again = run("off")
+    again["first_attempt"] = {"decoder_graphs": first, "status": d["status"], "seconds": d.get("seconds"),
+                              "notes": d.get("notes", [])}
+    again["status"] += f" (decoder CUDA graphs off; with NeMo's default CUDA graphs: {d['status']})"
+    return again
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Tables, targets, summary.
 # ----------------------------------------------------------------------------------------------------------
@@ -728,6 +779,14 @@ def run_part_isolated(name: str, args: argparse.Namespace, deadline: float) -> d
 
 def _f(x: float | None, fmt: str = ".2f") -> str:
     return "-" if x is None else format(x, fmt)
+
+
+def decoder_line(d: dict[str, Any]) -> str:
+    off = d.get("data", {}).get("decoder_graphs") == "off"
+    line = ("Greedy TDT decoder without CUDA graphs (`decoding.greedy.use_cuda_graph_decoder=false`)" if off
+            else "Greedy TDT decoder with NeMo's default CUDA graphs")
+    first = d.get("first_attempt")
+    return line + (f"; the first attempt, with NeMo's default CUDA graphs: {first['status']}." if first else ".")
 
 
 def finetune_section(d: dict[str, Any]) -> str:
@@ -740,6 +799,8 @@ def finetune_section(d: dict[str, Any]) -> str:
         f"in bf16-mixed on {corpus.get('utterances')} utterances synthesized with eSpeak (batch_duration "
         f"{next(iter(runs.values()), {}).get('batch_duration')} s, one bucket). Median step time from step 4 on (the first "
         "ones compile kernels).",
+        "",
+        decoder_line(d),
         "",
         "| optimizer | steps | median s/step | peak GPU memory (GiB) | optimizer state (MiB) | first loss | last loss | finite |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -959,6 +1020,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget-s", type=float, default=470.0, help="wall-clock budget of the whole check (default 470)")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="run only these parts")
     ap.add_argument("--steps", type=int, default=None, help="fine-tuning steps per optimizer (default 50; 3 in a dry run)")
+    ap.add_argument("--decoder-graphs", choices=DECODER_GRAPHS, default="nemo",
+                    help="finetune's greedy TDT decoder: NeMo's default CUDA graphs, falling back to none if the part "
+                         "dies of a CUDA fault (nemo, default), or none from the start (off)")
     ap.add_argument("--wheels", type=Path, default=WHEELS, help="folder of wheels to install offline (default .whl)")
     ap.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "gpu_check_site",
                     help="where the wheels are installed (default /tmp/gpu_check_site)")
@@ -977,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.part:
-        d = run_child_part(args.part, sizes(args), args.part_json, args.deadline or math.inf)
+        d = run_child_part(args.part, sizes(args), args.part_json, args.deadline or math.inf, args.decoder_graphs)
         return 0 if not d["status"].startswith("failed") else 1
 
     start = time.time()
@@ -1020,10 +1084,17 @@ def main(argv: list[str] | None = None) -> int:
             parts[name] = run_logged(name, lambda log: part_setup(args, log))
         elif name == "cuda-tests":
             parts[name] = run_logged(name, lambda log, dl=part_deadline: part_cuda_tests(args, log, dl))
+        elif name == "finetune" and gpu:
+            def attempt(graphs: str, first_deadline: float = part_deadline) -> dict[str, Any]:
+                # The retry gets a fine-tune's own time limit, within the whole check's.
+                dl = first_deadline if graphs == args.decoder_graphs else min(deadline, time.time() + PART_CAP_S["finetune"])
+                return run_part_isolated("finetune", args, dl, graphs)
+
+            parts[name] = finetune_with_decoder_fallback(attempt, args.decoder_graphs, lambda: deadline - time.time())
         elif gpu or name == "wkv7":  # the dry run keeps one isolated part, so that path is tested too
             parts[name] = run_part_isolated(name, args, part_deadline)
         else:
-            parts[name] = run_child_part(name, sz, args.work / f"{name}.json", part_deadline)
+            parts[name] = run_child_part(name, sz, args.work / f"{name}.json", part_deadline, args.decoder_graphs)
         parts[name].setdefault("seconds", round(time.perf_counter() - t0, 1))
         print(f"== {name}: {parts[name]['status']} ({parts[name]['seconds']:.0f} s)", flush=True)
         if name == "setup" and parts[name]["status"].startswith("failed"):

@@ -371,3 +371,67 @@ def test_a_recorded_command_names_no_folder_of_the_machine(monkeypatch):
     line = next(x for x in header("t") if x.startswith("- command"))
     assert line.endswith(" bench/gpu_check.py --results '$OUT/RESULTS.md' --wheels=.whl --budget-s 340`"), line
     assert "/root" not in line and str(ROOT) not in line
+
+
+# ----------------------------------------------------------------------------------------------------------
+# finetune's fallback: NeMo's greedy TDT decoder without CUDA graphs after a CUDA fault (the H200 run of
+# 2026-12-04 died of an illegal memory access at its first transcription).
+# ----------------------------------------------------------------------------------------------------------
+
+FAULT = "failed: AcceleratorError: CUDA error: an illegal memory access was encountered"
+
+
+def _attempts(outcomes: dict[str, str]):
+    calls = []
+
+    def run(graphs: str) -> dict:
+        calls.append(graphs)
+        return {"part": "finetune", "status": outcomes[graphs], "notes": [graphs], "data": {"decoder_graphs": graphs},
+                "seconds": 1.0}
+
+    return run, calls
+
+
+def test_a_cuda_fault_with_the_graph_decoder_runs_the_fine_tune_again_without_it():
+    run, calls = _attempts({"nemo": FAULT, "off": "ok"})
+    d = gc.finetune_with_decoder_fallback(run, "nemo", lambda: 300.0)
+    assert calls == ["nemo", "off"]
+    assert d["status"] == f"ok (decoder CUDA graphs off; with NeMo's default CUDA graphs: {FAULT})"
+    assert d["first_attempt"]["status"] == FAULT and d["first_attempt"]["notes"] == ["nemo"]
+    line = gc.decoder_line(d)
+    assert line.startswith("Greedy TDT decoder without CUDA graphs") and FAULT in line
+    assert gc.decoder_line({"data": {"decoder_graphs": "nemo"}}) == "Greedy TDT decoder with NeMo's default CUDA graphs."
+
+
+@pytest.mark.parametrize(("outcomes", "first", "seconds_left"), [
+    ({"nemo": "ok"}, "nemo", 300.0),  # nothing to retry
+    ({"nemo": "failed: AssertionError: trained in 32-true, not bf16-mixed"}, "nemo", 300.0),  # not a CUDA fault
+    ({"nemo": FAULT}, "nemo", gc.MIN_RETRY_S - 1),  # no time for a second fine-tune
+    ({"off": FAULT}, "off", 300.0),  # already without the graphs
+])
+def test_no_second_fine_tune_unless_the_graph_decoder_died_with_time_left(outcomes, first, seconds_left):
+    run, calls = _attempts(outcomes)
+    d = gc.finetune_with_decoder_fallback(run, first, lambda: seconds_left)
+    assert calls == [first] and d["status"] == outcomes[first] and "first_attempt" not in d
+
+
+def test_decoder_without_cuda_graphs_keeps_transcripts_and_outlives_change_vocabulary(en_tok_dir):
+    import numpy as np
+
+    from enhi.evaluate import transcribe_audio
+    from enhi.tiny_model import TINY, build_parakeet_model
+    from enhi.transplant import change_vocabulary
+
+    model = build_parakeet_model(en_tok_dir, seed=0, **TINY)
+    assert model.decoding.decoding.decoding_computer.allow_cuda_graphs  # NeMo's default: graphs allowed
+    audios = [np.random.default_rng(i).standard_normal(16000 * (i + 1)).astype(np.float32) * 0.1 for i in range(3)]
+    before = transcribe_audio(model, audios, batch_size=3)
+    gc.decoder_cuda_graphs_off(model)
+    assert model.cfg.decoding.greedy.use_cuda_graph_decoder is False
+    assert not model.decoding.decoding.decoding_computer.allow_cuda_graphs
+    assert transcribe_audio(model, audios, batch_size=3) == before
+    assert sum(map(len, before)) > 0  # random weights still emit tokens: the comparison compares something
+    # NeMo rebuilds the decoding from model.cfg.decoding when the vocabulary changes: still without graphs.
+    change_vocabulary(model, str(ROOT / "en1024_hi256"))
+    computer = model.decoding.decoding.decoding_computer
+    assert computer._blank_index == model.tokenizer.vocab_size and not computer.allow_cuda_graphs  # the new one

@@ -1085,10 +1085,9 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "cuda-tests":
             parts[name] = run_logged(name, lambda log, dl=part_deadline: part_cuda_tests(args, log, dl))
         elif name == "finetune" and gpu:
-            def attempt(graphs: str, first_deadline: float = part_deadline) -> dict[str, Any]:
-                # The retry gets a fine-tune's own time limit, within the whole check's.
-                dl = first_deadline if graphs == args.decoder_graphs else min(deadline, time.time() + PART_CAP_S["finetune"])
-                return run_part_isolated("finetune", args, dl, graphs)
+            def attempt(graphs: str) -> dict[str, Any]:
+                # Each attempt, the retry too, gets a fine-tune's own time limit within the whole check's.
+                return run_part_isolated("finetune", args, min(deadline, time.time() + PART_CAP_S["finetune"]), graphs)
 
             parts[name] = finetune_with_decoder_fallback(attempt, args.decoder_graphs, lambda: deadline - time.time())
         elif gpu or name == "wkv7":  # the dry run keeps one isolated part, so that path is tested too

@@ -1,4 +1,4 @@
-"""Evaluate any .nemo on any manifests: predictions as JSON lines, WER and CER per language.
+r"""Evaluate any .nemo on any manifests: predictions as JSON lines, WER and CER per language.
 
     uv run eval_nemo.py --model runs/ft_110M_enhi/checkpoints/ft_110M_enhi.nemo \
         --manifest en_test.json --manifest hi_test.json --out predictions.jsonl
@@ -22,6 +22,7 @@ from enhi.errors import exit_on_user_error
 @exit_on_user_error
 def main(argv: list[str]) -> None:
     from enhi.console import quiet_libraries
+    from enhi.decoding import DECODER_CUDA_GRAPHS, DEFAULT_DECODER_CUDA_GRAPHS
 
     quiet_libraries()  # NeMo's loading messages would bury the table; errors still surface as one line
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lang-hint", action="store_true", help="also decode each language with its own tokens only")
+    p.add_argument("--decoder-cuda-graphs", choices=DECODER_CUDA_GRAPHS, default=DEFAULT_DECODER_CUDA_GRAPHS,
+                   help="NeMo's greedy TDT decoder on a GPU: CUDA graphs disabled (default), NeMo's choice, or a "
+                        "NeMo mode forced (enhi/decoding.py)")
     args = p.parse_args(argv)
 
     from enhi.atomic import atomic_file
@@ -43,7 +47,7 @@ def main(argv: list[str]) -> None:
     for path in args.manifest:
         for e in read_manifest(path):
             groups.setdefault(e.lang or Path(path).stem, []).append(e)
-    model = load_nemo_file(args.model)
+    model = load_nemo_file(args.model, decoder_cuda_graphs=args.decoder_cuda_graphs)
 
     rows, table = [], []
     for lang, entries in groups.items():

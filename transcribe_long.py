@@ -49,6 +49,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str]) -> None:
     import torch
 
+    from enhi.decoding import DECODER_CUDA_GRAPHS, DEFAULT_DECODER_CUDA_GRAPHS
     from enhi.inputs import check_audio_file, check_model_file
     from enhi.long_audio import (
         MODES,
@@ -73,6 +74,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write the transcript to this file (whole or not at all)")
+    p.add_argument("--decoder-cuda-graphs", choices=DECODER_CUDA_GRAPHS, default=DEFAULT_DECODER_CUDA_GRAPHS,
+                   help="NeMo's greedy TDT decoder on a GPU: CUDA graphs disabled (default), NeMo's choice, or a "
+                        "NeMo mode forced (enhi/decoding.py)")
     args = p.parse_args(argv)
 
     model_path, audio_path = Path(args.model), Path(args.audio)
@@ -92,7 +96,7 @@ def main(argv: list[str]) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA GPU here; pass --device cpu")
 
-    model = load_model_quietly(model_path, args.device)
+    model = load_model_quietly(model_path, args.device, args.decoder_cuda_graphs)
     print(f"mode: {mode} ({WHY[mode] if args.mode or mode == 'pauses' else 'with --chunk-s'})", file=sys.stderr)
     bar = ChunkBar()
     try:

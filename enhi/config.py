@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from enhi.decoding import DECODER_CUDA_GRAPHS, DEFAULT_DECODER_CUDA_GRAPHS
 from enhi.errors import UserError
 from enhi.transplant import NEW_TOKEN_MASS_BOUND
 
@@ -123,6 +124,7 @@ class ModelCfg:
     ctc_loss_weight: float = 0.3
     adaptation: Adaptation = field(default_factory=Adaptation)
     optim: Optim = field(default_factory=Optim)
+    decoder_cuda_graphs: str = DEFAULT_DECODER_CUDA_GRAPHS  # NeMo's greedy TDT decoder on a GPU (enhi/decoding.py)
 
 
 @dataclass
@@ -172,6 +174,19 @@ def _check_kwargs(section: str, given: dict, fn) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise UserError(f"unknown key {section}.{unknown[0]}; valid keys are the arguments of {fn.__qualname__}")
+
+
+def exit_with_help_if_asked(argv: list[str], usage: str | None, switches: dict[str, Any]) -> None:
+    """`-h` / `--help` among the arguments: print the script's usage and its switches, exit 0."""
+    if not any(a in ("-h", "--help") for a in argv):
+        return
+    print((usage or "").strip())
+    shown = {k: v for k, v in switches.items() if k != "config"}
+    if shown:
+        print("\nswitches (key=value): " + ", ".join(f"{k}={v!r}" for k, v in shown.items()))
+    print(f"settings: any key of the YAML (config={switches.get('config', 'ft_110M_enhi.yaml')}) as key=value, "
+          "e.g. trainer.max_steps=1000; the valid keys are in enhi/config.py")
+    raise SystemExit(0)
 
 
 def load_run_config(switches: dict[str, Any], yaml_path: str | Path, argv: list[str]) -> tuple[dict, DictConfig]:
@@ -233,6 +248,9 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
         raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained={w} must be in [0, 1); 0 turns it off")
     if w > 0 and int(cfg.trainer.get("max_steps", -1)) <= 0:
         raise UserError(f"{yaml_path}: model.adaptation.average_with_pretrained happens at trainer.max_steps; set it")
+    if cfg.model.decoder_cuda_graphs not in DECODER_CUDA_GRAPHS:
+        raise UserError(f"{yaml_path}: model.decoder_cuda_graphs={cfg.model.decoder_cuda_graphs!r}; expected one of "
+                        f"{', '.join(DECODER_CUDA_GRAPHS)}")
     a = cfg.model.adaptation
     if a.distill_on not in DISTILL_TARGETS:
         raise UserError(f"{yaml_path}: model.adaptation.distill_on={a.distill_on!r}; expected "

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from enhi.decoding import DEFAULT_DECODER_CUDA_GRAPHS, apply_nemo_workarounds, set_decoder_cuda_graphs
 from enhi.errors import UserError
 from enhi.inputs import unreadable_nemo
 
@@ -529,12 +530,16 @@ def _quiet_library_logs() -> Iterator[None]:
         one_logger.setLevel(before)
 
 
-def load_model_quietly(path: Path, device: str) -> Any:
-    """Restore a .nemo (BiRWKV7 or not) without NeMo's messages on stdout, where the transcript goes."""
+def load_model_quietly(path: Path, device: str, decoder_cuda_graphs: str = DEFAULT_DECODER_CUDA_GRAPHS) -> Any:
+    """Restore a .nemo (BiRWKV7 or not) without NeMo's messages on stdout, where the transcript goes, decoding in
+    the CUDA-graph mode `decoder_cuda_graphs` (enhi/decoding.py)."""
     with _quiet_library_logs():
         from birwkv7.convert import restore
 
+        apply_nemo_workarounds()
         try:
-            return restore(path, map_location=device)
+            model = restore(path, map_location=device)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise unreadable_nemo(path, e) from None
+        set_decoder_cuda_graphs(model, decoder_cuda_graphs)
+        return model

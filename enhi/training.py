@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from enhi.adaptation import adaptation_callbacks, optimizer_param_groups
 from enhi.config import sharded_sources, train_manifests
 from enhi.console import StepProgressBar, open_library_log, say
+from enhi.decoding import DEFAULT_DECODER_CUDA_GRAPHS, apply_nemo_workarounds, set_decoder_cuda_graphs
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
 from enhi.manifest import read_manifest
@@ -33,11 +34,15 @@ from enhi.transplant import install_cpu_tdt_loss, rebuild_transducer_loss
 BNB_OPTIMIZER = "adamw8bit"
 
 
-def load_model(cfg: DictConfig, map_location: str = "cpu"):
-    """The starting model from `init_from_nemo_model` (a local file) or `init_from_pretrained_model` (a hub name)."""
+def load_model(cfg: DictConfig, map_location: str = "cpu", decoder_cuda_graphs: str | None = None):
+    """The starting model from `init_from_nemo_model` (a local file) or `init_from_pretrained_model` (a hub name),
+    decoding with the CUDA-graph mode `decoder_cuda_graphs` (default: the config's `model.decoder_cuda_graphs`,
+    else the recipe's default; enhi/decoding.py)."""
     from nemo.collections.asr.models import ASRModel
 
     import birwkv7.nemo_encoder  # noqa: F401  (lets NeMo build a BiRWKV7 encoder saved in a .nemo)
+
+    apply_nemo_workarounds()
 
     if cfg.init_from_nemo_model:
         model = ASRModel.restore_from(cfg.init_from_nemo_model, map_location=map_location)
@@ -54,17 +59,19 @@ def load_model(cfg: DictConfig, map_location: str = "cpu"):
     install_cpu_tdt_loss(model)
     make_saves_atomic(model)
     add_inference_ds_sections(model.cfg)  # model.transcribe(paths) reads cfg.validation_ds (enhi.portable)
+    mode = decoder_cuda_graphs or OmegaConf.select(cfg, "model.decoder_cuda_graphs", default=DEFAULT_DECODER_CUDA_GRAPHS)
+    set_decoder_cuda_graphs(model, mode)
     return model
 
 
-def load_nemo_file(path: str | os.PathLike, map_location: str = "cpu"):
+def load_nemo_file(path: str | os.PathLike, map_location: str = "cpu", decoder_cuda_graphs: str | None = None):
     """`load_model` for one local `.nemo` (the user scripts' --model); a missing, truncated or foreign file is a
     one-line error (`enhi.inputs.check_model_file`)."""
     from enhi.inputs import check_model_file
 
     check_model_file(Path(path))
     cfg = OmegaConf.create({"init_from_nemo_model": str(path), "init_from_pretrained_model": None})
-    return load_model(cfg, map_location=map_location)
+    return load_model(cfg, map_location=map_location, decoder_cuda_graphs=decoder_cuda_graphs)
 
 
 def register_bnb_optimizer() -> str:
@@ -115,6 +122,8 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
         model.cfg.pop("optim_param_groups", None)
         if groups:
             model.cfg.optim_param_groups = groups
+    # Last, after every change of layers (vocabulary, BiRWKV7, adapters): a fresh decoding in the YAML's mode.
+    set_decoder_cuda_graphs(model, m.decoder_cuda_graphs)
 
 
 def _input_cfg(s) -> dict[str, Any]:
@@ -357,6 +366,8 @@ def fit(
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
     model.train()  # Lightning keeps each module's mode as found; a restored or freshly built model is in eval
     trainer.fit(model)
+    # NeMo's epoch-end hook re-enables its own choice of CUDA graphs; decode after training as the YAML says.
+    set_decoder_cuda_graphs(model, cfg.model.decoder_cuda_graphs)
     if val.sets and val._last_step != trainer.global_step:
         val.run(trainer, model, log=False)
     return trainer, val, timer

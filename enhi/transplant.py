@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import open_dict
 
+from enhi.decoding import decoder_cuda_graphs, set_decoder_cuda_graphs
 from enhi.errors import UserError
 
 # How much probability mass the new tokens may take from the old ones at step 0 (an upper bound; see
@@ -267,12 +268,14 @@ def change_vocabulary(
             sources = [[] for _ in added]
 
     device = next(model.parameters()).device
+    graphs = decoder_cuda_graphs(model)  # NeMo rebuilds the decoding from the config: a forced mode would be lost
     model.change_vocabulary(new_tokenizer_dir=str(tokenizer_dir), new_tokenizer_type="bpe")
     # NeMo builds the new decoder, joint and CTC head on the CPU, whatever device the model is on: put them back
     # beside the encoder (a model on a GPU was left split across devices, and the transplant failed there).
     model.to(device)
     # NeMo's change_vocabulary keeps the old spec but rebuilds the loss as plain RNN-T: undo that.
     rebuild_transducer_loss(model)
+    set_decoder_cuda_graphs(model, graphs)  # the decoding afresh, over the final layers, in the mode it had
     new = VocabLayout.of(model)
     summary = {"old_vocab_size": old.vocab_size, "new_vocab_size": new.vocab_size, "transplant": transplant}
     if not transplant:

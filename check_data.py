@@ -10,7 +10,7 @@ loading a model. Exit status 0 when training can start, 2 when it cannot.
 
 import sys
 
-from enhi.config import load_run_config
+from enhi.config import exit_with_help_if_asked, load_run_config
 from enhi.errors import exit_on_user_error
 
 config = "ft_110M_enhi.yaml"  # the run's YAML; override with config=PATH
@@ -18,6 +18,7 @@ config = "ft_110M_enhi.yaml"  # the run's YAML; override with config=PATH
 
 @exit_on_user_error
 def main(argv: list[str]) -> None:
+    exit_with_help_if_asked(argv, __doc__, {"config": config})
     from enhi.console import quiet_libraries
 
     quiet_libraries()  # NeMo's and OneLogger's import-time lines are not the user's business here

@@ -1,4 +1,4 @@
-"""Teach a pretrained Parakeet TDT-CTC model Hindi without losing English.
+r"""Teach a pretrained Parakeet TDT-CTC model Hindi without losing English.
 
     uv run ft_110M_enhi_demo.py                                  # offline demo: no checkpoint or data needed
     uv run ft_110M_enhi_demo.py init_from_nemo_model=parakeet-tdt_ctc-110m.nemo \
@@ -12,7 +12,7 @@ stand-in (assets/standin/) and compares the recipe against NeMo's plain change_v
 
 import sys
 
-from enhi.config import load_run_config
+from enhi.config import exit_with_help_if_asked, load_run_config
 from enhi.errors import exit_on_user_error
 
 # ---- switches: edit here, or override on the command line (e.g. `bnb_optim=true`) ----
@@ -29,12 +29,14 @@ SWITCHES = ["bnb_optim", "using_birwkv7", "transplant", "adapt_only", "save_to",
 
 @exit_on_user_error
 def main(argv: list[str]) -> dict:
+    exit_with_help_if_asked(argv, __doc__, {k: globals()[k] for k in SWITCHES})
     from enhi.console import phase, quiet_libraries, show_library_logs
 
     quiet_libraries()  # NeMo's and Lightning's messages go to the run's library.log (verbose=true shows them)
     from lightning.pytorch import seed_everything
 
     from demo import pipeline as demo
+    from demo.common import history_path
     from enhi.datacheck import check_data
     from enhi.training import configure_model, evaluate_test_sets, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> dict:
         with phase(f"{arm.name}: fine-tune"):
             # The curve starts anew unless this run may continue an interrupted one (exp_manager.resume_if_exists).
             fresh = offline_demo or not run_cfg.exp_manager.resume_if_exists
-            _, val, timer = fit(model, run_cfg, history_path=demo.history_path(run_cfg, fresh=fresh))
+            _, val, timer = fit(model, run_cfg, history_path=history_path(run_cfg, fresh=fresh))
         results[arm.name] = demo.arm_results(run_cfg, val, timer)
         evaluate_test_sets(model, run_cfg)
 

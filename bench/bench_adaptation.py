@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from bench.results import cpu_name, header, write_section  # noqa: E402
+from bench.results import header, write_section  # noqa: E402
+from demo.common import HISTORY_FILE, cpu_name  # noqa: E402
 from enhi.portable import relative_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,6 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
 
 def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path, rerun: bool = False) -> dict:
     """One (arm, seed): reuse its stored result if it ran with the same settings, else run the script."""
-    from demo import pipeline
     from demo.common import CACHE
     from enhi.atomic import atomic_file
 
@@ -190,7 +190,7 @@ def run(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path
     argv = [f"config={config}", *[s for s in settings if not s.startswith("#")]]
     print(f"\n#### {arm}, seed {seed}: {' '.join(ARMS[arm][1]) or '(YAML defaults)'}", flush=True)
     (out_run,) = script.main(argv).values()
-    hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / pipeline.HISTORY_FILE
+    hist_file = CACHE / "bench_runs" / f"{arm}__seed{seed}" / HISTORY_FILE
     history = [json.loads(line) for line in hist_file.read_text().splitlines()]
     # Steps with a validation in them (every `every`) are left out: the median is the training step alone.
     steps = [t for i, t in enumerate(out_run["step_seconds"], 1) if i % every]

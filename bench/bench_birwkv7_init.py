@@ -26,6 +26,7 @@ def run(cfg, init: str | None, steps: int, every: int) -> dict:
     from lightning.pytorch import seed_everything
 
     from demo import pipeline as demo
+    from demo.common import history_path
     from enhi.training import configure_model, fit, load_model
     from enhi.transplant import change_vocabulary
 
@@ -40,7 +41,7 @@ def run(cfg, init: str | None, steps: int, every: int) -> dict:
 
         model = convert_to_birwkv7(model, head_size=None, init=init)
     configure_model(model, c, bnb_optim=False)
-    _, val, timer = fit(model, c, history_path=demo.history_path(c))
+    _, val, timer = fit(model, c, history_path=history_path(c))
     times = sorted(timer.times)
     return {"name": name, "history": val.history, "median_s": times[len(times) // 2]}
 

@@ -79,7 +79,7 @@ def train(s: dict, stop_at: int | None = None) -> dict | None:
     """One seed with settings `s`, or its next sitting; returns its record once both stages are done, else None.
     `stop_at` counts steps over both stages (the sitting ends at the first checkpoint at or after it)."""
     from demo import pipeline, standin, standin_free
-    from demo.common import CACHE
+    from demo.common import CACHE, HISTORY_FILE
     from enhi.config import ManifestSpec, load_run_config
     from enhi.tiny_model import build_parakeet_model
     from enhi.training import load_nemo_file, save_model
@@ -111,7 +111,7 @@ def train(s: dict, stop_at: int | None = None) -> dict | None:
             # The next stage starts from this file, whether it runs in this sitting or a later one: the same
             # weights either way.
             save_model(model, final)
-        lines = (run_dir / pipeline.HISTORY_FILE).read_text().splitlines()
+        lines = (run_dir / HISTORY_FILE).read_text().splitlines()
         by_step = {h["step"]: h for h in map(json.loads, filter(None, lines))}  # a resumed sitting may repeat one
         history += [{**by_step[k], "step": k + done, "stage": stage["name"]} for k in sorted(by_step)]
         stage_records.append({"name": stage["name"], "run": name, "sittings": standin_free.sittings(run_dir)})

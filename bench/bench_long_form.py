@@ -92,6 +92,7 @@ def train_birwkv7(out: Path = BIRWKV7_MODEL) -> Path:
 
     from birwkv7.convert import convert_to_birwkv7
     from demo import pipeline as demo
+    from demo.common import history_path
     from enhi.config import load_run_config
     from enhi.training import configure_model, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
@@ -105,7 +106,7 @@ def train_birwkv7(out: Path = BIRWKV7_MODEL) -> Path:
     change_vocabulary(model, cfg.model.tokenizer.dir, True, ad.new_rows, ad.new_token_mass_bound)
     model = convert_to_birwkv7(model, head_size=None, init="attention")
     configure_model(model, c, bnb_optim=False)
-    fit(model, c, history_path=demo.history_path(c))
+    fit(model, c, history_path=history_path(c))
     return save_model(model, out)
 
 

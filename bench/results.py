@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from demo.common import cpu_name
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo; `platform.processor()` is empty there) and architecture."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        name = ""
-    return f"{name or platform.processor() or 'unknown'} ({platform.machine()})"
 
 
 def machine() -> str:

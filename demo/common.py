@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import platform
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -11,6 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "demo_cache"
 TOKENIZERS = ROOT / "assets" / "tokenizers"
 N_VAL = 100  # validation utterances per language, in voices and sentences never used in training
+
+
+# In a subfolder of the run's folder: on resume NeMo's exp_manager moves the files directly in that folder into
+# run_<n>/, so a curve kept there would restart at the resumed step.
+HISTORY_FILE = Path("curves", "val_history.jsonl")
+
+
+def history_path(cfg: DictConfig, fresh: bool = True) -> str:
+    """Validation curve of a run, JSON lines; `fresh` starts it anew (a resumed run appends)."""
+    path = Path(cfg.exp_manager.exp_dir) / cfg.exp_manager.name / HISTORY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        path.unlink(missing_ok=True)
+    return str(path)
 
 
 def run_config(cfg: DictConfig, name: str, steps: int, every: int, batch_duration: float) -> DictConfig:
@@ -25,6 +40,17 @@ def run_config(cfg: DictConfig, name: str, steps: int, every: int, batch_duratio
     c.exp_manager.resume_if_exists = False  # each demo training starts fresh
     c.exp_manager.checkpoint_callback_params.save_top_k = 1
     return c
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; `platform.processor()` is empty there) and architecture, for the
+    records of the stand-in's and the benches' trainings."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{name or platform.processor() or 'unknown'} ({platform.machine()})"
 
 
 def english_tokenizer_dir() -> Path:

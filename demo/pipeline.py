@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from demo import standin, validation
+from demo import standin, standin_free, validation
 from demo.common import CACHE, N_VAL, TOKENIZERS, run_config
 from enhi.atomic import atomic_file
 from enhi.config import ManifestSpec, NamedSet
@@ -54,20 +54,6 @@ def arm_config(cfg: DictConfig, arm: Arm) -> DictConfig:
     return c
 
 
-# In a subfolder of the run's folder: on resume NeMo's exp_manager moves the files directly in that folder into
-# run_<n>/, so a curve kept there would restart at the resumed step.
-HISTORY_FILE = Path("curves", "val_history.jsonl")
-
-
-def history_path(cfg: DictConfig, fresh: bool = True) -> str:
-    """Validation curve of a run, JSON lines; `fresh` starts it anew (a resumed run appends)."""
-    path = Path(cfg.exp_manager.exp_dir) / cfg.exp_manager.name / HISTORY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        path.unlink(missing_ok=True)
-    return str(path)
-
-
 def _merged_tokenizer_dir(standin_nemo: Path) -> Path:
     from enhi.tokenizer_merge import merge_to_folder
 
@@ -87,7 +73,7 @@ def prepare(cfg: DictConfig, retrain_standin: bool = False) -> DictConfig:
         man = info["manifests"]
         val = validation.build(man)["manifests"]  # half templates, half free text: the languages, not the corpus
     with phase("English stand-in"):
-        model_path = standin.ensure(cfg, retrain=retrain_standin)
+        model_path = standin_free.ensure(cfg, retrain=retrain_standin)
         print(model_path)
     with phase("merged tokenizer"):
         tok = _merged_tokenizer_dir(model_path)

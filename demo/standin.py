@@ -130,17 +130,6 @@ def train(cfg: DictConfig, out: Path = TEMPLATES, steps: int = STEPS, n_train: i
     return out
 
 
-def ensure(cfg: DictConfig, retrain: bool = False) -> Path:
-    """The shipped stand-in, or a freshly trained one (both stages, in demo_cache/) when asked or when it is
-    missing."""
-    if SHIPPED.is_file() and not retrain:
-        return SHIPPED
-    from demo import standin_free
-
-    first = train(cfg, out=CACHE / TEMPLATES.name)
-    return standin_free.train(cfg, out=CACHE / SHIPPED.name, first=first)
-
-
 def main(argv: list[str]) -> None:
     from enhi.config import load_run_config
 

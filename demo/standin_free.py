@@ -25,10 +25,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.results import cpu_name
 from demo import standin
-from demo.common import CACHE, ROOT, run_config
-from demo.pipeline import HISTORY_FILE, history_path
+from demo.common import CACHE, HISTORY_FILE, ROOT, cpu_name, history_path, run_config
 from enhi.atomic import atomic_file
 from enhi.config import ManifestSpec, NamedSet
 
@@ -198,6 +196,15 @@ def train(cfg: DictConfig, out: Path = standin.SHIPPED, first: Path = standin.TE
     print("stand-in written to " + str(out) + ": " + ", ".join(
         f"{n} WER {r['wer']:.3f} (CTC CER {r['ctc_cer']:.3f})" for n, r in scores.items()))
     return out
+
+
+def ensure(cfg: DictConfig, retrain: bool = False) -> Path:
+    """The shipped stand-in, or a freshly trained one (both stages, in demo_cache/) when asked or when it is
+    missing."""
+    if standin.SHIPPED.is_file() and not retrain:
+        return standin.SHIPPED
+    first = standin.train(cfg, out=CACHE / standin.TEMPLATES.name)
+    return train(cfg, out=CACHE / standin.SHIPPED.name, first=first)
 
 
 def main(argv: list[str]) -> None:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from enhi.adaptation import EditStepOnRows
 from enhi.errors import UserError
+from enhi.rows import EditStepOnRows
 
 MODULES = ("encoder", "decoder", "joint")  # where adapters go (NeMo's attribute names)
 NAME = "enhi"  # adapter names: "<module>:enhi_<module>" (NeMo wants them unique across the model)

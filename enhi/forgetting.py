@@ -339,7 +339,7 @@ def _length_sync_off(encoder):
 def _new_row_masks(model) -> dict[str, torch.Tensor]:
     """name -> 1 where a weight is anchored, 0 on the new tokens' rows (the first axis of embedding, joint output
     and CTC head, between the old tokens and blank)."""
-    from enhi.adaptation import new_token_rows
+    from enhi.rows import new_token_rows
 
     new = {id(p): r for p, r in new_token_rows(model)}
     out = {}

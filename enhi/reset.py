@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from enhi.adaptation import new_token_rows
+from enhi.rows import new_token_rows
 
 PARTS = {"encoder": "encoder.", "prediction network": "decoder.", "joint": "joint.", "CTC head": "ctc_decoder."}
 

@@ -142,7 +142,7 @@ def assert_averaged(averaged, trained, start: dict[str, torch.Tensor], w: float,
     """`averaged`'s weights are (1 - w) x `trained`'s + w x `start`, the new tokens' rows exactly `trained`'s
     (what model.adaptation.average_with_pretrained promises), computed here independently of enhi.adaptation's
     callback; `tol` goes to torch.allclose."""
-    from enhi.adaptation import new_token_rows
+    from enhi.rows import new_token_rows
 
     rows = {id(p): r for p, r in new_token_rows(averaged)}
     for (name, p), q in zip(averaged.named_parameters(), trained.parameters(), strict=True):

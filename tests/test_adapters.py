@@ -117,9 +117,9 @@ def test_training_holds_every_pretrained_weight_and_stock_nemo_and_onnx_run_it(s
                                                                                capsys):
     from nemo.collections.asr.models import ASRModel
 
-    from enhi.adaptation import new_token_rows
     from enhi.evaluate import transcribe_audio
     from enhi.manifest import load_audio, read_manifest
+    from enhi.rows import new_token_rows
     from enhi.training import configure_model, fit, load_nemo_file
 
     random.seed(0)
@@ -180,7 +180,7 @@ def test_training_holds_every_pretrained_weight_and_stock_nemo_and_onnx_run_it(s
 
 
 def test_hold_needs_adapters(standin_nemo, small_corpus, tmp_path):
-    from enhi.adaptation import new_token_rows
+    from enhi.rows import new_token_rows
 
     model = _adapted(_cfg(tmp_path, small_corpus, standin_nemo))
     with pytest.raises(ValueError, match="adapters"):

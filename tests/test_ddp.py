@@ -13,7 +13,7 @@ import sys
 from conftest import MERGED_DIR, ROOT
 from omegaconf import OmegaConf
 
-from demo.pipeline import HISTORY_FILE
+from demo.common import HISTORY_FILE
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 

@@ -54,7 +54,7 @@ STOCK = textwrap.dedent("""
 def models(tmp_path_factory, small_corpus) -> dict[str, Path]:
     """The shipped stand-in; its adapt_only outputs (attention and BiRWKV7) made by the script; and a bilingual
     model: the adapted one with its Hindi rows raised, so that it writes Devanagari."""
-    from enhi.adaptation import new_token_rows
+    from enhi.rows import new_token_rows
     from enhi.training import load_nemo_file, save_model
 
     out = tmp_path_factory.mktemp("deploy")

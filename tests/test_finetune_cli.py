@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import MERGED_DIR, ROOT, run_main
 
-from demo.pipeline import HISTORY_FILE
+from demo.common import HISTORY_FILE
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 

@@ -12,7 +12,6 @@ from conftest import MERGED_DIR
 from omegaconf import OmegaConf
 
 from demo.standin import SHIPPED  # real English posteriors to distil
-from enhi.adaptation import new_token_rows
 from enhi.evaluate import audio_batch, token_batch
 from enhi.forgetting import (
     Anchor,
@@ -23,6 +22,7 @@ from enhi.forgetting import (
     old_vocab_size,
 )
 from enhi.manifest import load_audio, read_manifest
+from enhi.rows import new_token_rows
 from enhi.training import load_nemo_file
 from enhi.transplant import VocabLayout, change_vocabulary
 

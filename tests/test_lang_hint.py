@@ -20,7 +20,7 @@ LATIN = re.compile("[a-z]")
 @pytest.fixture(scope="module")
 def mixed_model():
     """The shipped stand-in adapted to en1024_hi256, its Hindi rows raised so it writes both scripts."""
-    from enhi.adaptation import new_token_rows
+    from enhi.rows import new_token_rows
     from enhi.training import load_nemo_file
     from enhi.transplant import change_vocabulary
 

@@ -6,10 +6,10 @@ import torch
 from conftest import MERGED_DIR
 
 from demo.standin import SHIPPED
-from enhi.adaptation import new_token_rows
 from enhi.evaluate import transcribe_entries
 from enhi.manifest import read_manifest
 from enhi.reset import PARTS, reset_part, start_state
+from enhi.rows import new_token_rows
 from enhi.training import load_nemo_file
 from enhi.transplant import change_vocabulary
 

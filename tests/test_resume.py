@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, load_script
 
-from demo.pipeline import HISTORY_FILE
+from demo.common import HISTORY_FILE
 
 pytestmark = pytest.mark.xdist_group("resume")  # on one worker, which builds the shared run once
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"

@@ -54,7 +54,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from bench.gpu.common import DEFAULT_RESULTS, DRY_SIZES, GPU_SIZES, PARTS, ROOT, PartLog, Sizes  # noqa: E402
+from bench.gpu.common import DEFAULT_RESULTS, DRY_SIZES, GPU_SIZES, PARTS, ROOT, PartLog, Sizes, is_cuda_fault  # noqa: E402
 from bench.gpu.decoder import part_decoder_ladder  # noqa: E402
 from bench.gpu.environment import part_cuda_tests, part_setup  # noqa: E402
 from bench.gpu.finetune import part_finetune  # noqa: E402
@@ -133,7 +133,7 @@ def run_part_isolated(name: str, args: argparse.Namespace, deadline: float, deco
 
 def died_of_a_cuda_fault(status: str) -> bool:
     """A failure the CUDA context does not survive (illegal address, launch failure), not a wrong number."""
-    return status.startswith("failed") and any(w in status for w in ("CUDA error", "AcceleratorError", "illegal memory access"))
+    return status.startswith("failed") and is_cuda_fault(status)
 
 
 def finetune_with_decoder_fallback(run: Callable[[str], dict[str, Any]], first: str, seconds_left: Callable[[], float]) -> dict[str, Any]:

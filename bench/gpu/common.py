@@ -79,6 +79,14 @@ class PartLog:
         os.replace(tmp, self.path)  # a reader never sees half a file
 
 
+# How an error that the CUDA context does not survive (illegal address, launch failure) reads.
+CUDA_FAULT_WORDS = ("CUDA error", "AcceleratorError", "illegal memory access")
+
+
+def is_cuda_fault(text: str) -> bool:
+    return any(w in text for w in CUDA_FAULT_WORDS)
+
+
 def cuda_available() -> bool:
     import torch
 

@@ -19,14 +19,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.gpu.common import ROOT, PartLog, Sizes, quiet_nemo, sync, versions
+from bench.gpu.common import ROOT, PartLog, Sizes, is_cuda_fault, quiet_nemo, sync, versions
 
 LADDER = ("encoder", "disabled", "no_graphs", "no_while_loops", "full_graph", "nemo")
-CUDA_FAULT_WORDS = ("CUDA error", "AcceleratorError", "illegal memory access")
-
-
-def _cuda_fault(text: str) -> bool:
-    return any(w in text for w in CUDA_FAULT_WORDS)
 
 
 def ladder_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,7 +70,7 @@ def run_ladder(model: Any, audios: list, batch: int, log: PartLog, steps: tuple[
         except Exception as exc:
             row["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
             row["traceback"] = traceback.format_exc()  # the whole chain, causes included
-            if _cuda_fault(row["traceback"]):
+            if is_cuda_fault(row["traceback"]):
                 lost = step
         row["wall_s"] = round(time.perf_counter() - t0, 4)
         # NeMo 3.0.0's NVRTC bug shows as a NUL in its one-byte constant (enhi/decoding.py); watch it at every step.

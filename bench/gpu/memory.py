@@ -109,25 +109,31 @@ def fits_under_cap(model: Any, optimizer: str, device: str) -> Callable[[float],
     return fits
 
 
+def adapted_model(dims: dict, en_dir: Path, device: str) -> Any:
+    """A model of shape `dims` (random weights) adapted to the merged vocabulary on `device`, in training mode."""
+    from enhi.tiny_model import build_parakeet_model
+    from enhi.transplant import change_vocabulary, install_cpu_tdt_loss
+
+    model = build_parakeet_model(en_dir, seed=0, **dims)
+    install_cpu_tdt_loss(model)
+    change_vocabulary(model.to(device), str(ROOT / "en1024_hi256"), True)
+    return model.train()
+
+
 def part_batch_24g(sz: Sizes, log: PartLog, deadline: float) -> None:
     import torch
 
-    from enhi.tiny_model import PARAKEET_110M, TINY, build_parakeet_model
+    from enhi.tiny_model import PARAKEET_110M, TINY
     from enhi.tokenizer_merge import write_nemo_tokenizer_folder
-    from enhi.transplant import change_vocabulary, install_cpu_tdt_loss
 
     work = Path(tempfile.mkdtemp(prefix="gpu_check_batch_"))
     try:
         quiet_nemo()
         en_dir = write_nemo_tokenizer_folder(ROOT / "assets" / "tokenizers" / "en1024" / "tokenizer.model", work / "en1024")
-        merged = str(ROOT / "en1024_hi256")
         if not torch.cuda.is_available():
             # The cap needs a GPU; still run one toy step of each optimizer's trial on the CPU, so this part's code
             # path is exercised by the dry run.
-            model = build_parakeet_model(en_dir, seed=0, **TINY)
-            install_cpu_tdt_loss(model)
-            change_vocabulary(model, merged, True)
-            model.train()
+            model = adapted_model(TINY, en_dir, "cpu")
             for name in ("AdamW", "AdamW8bit"):
                 training_step(model, make_optimizer(model, name), 2 * UTTERANCE_S, "cpu")
             log.finish(f"{NO_GPU} (one toy training step of the trial ran on CPU)")
@@ -138,10 +144,7 @@ def part_batch_24g(sz: Sizes, log: PartLog, deadline: float) -> None:
         results: dict[str, dict[str, Any]] = {}
         shapes = {"110m": PARAKEET_110M, "0.6b": PARAKEET_06B} if sz.model == "110m" else {"tiny": TINY}
         for shape, dims in shapes.items():
-            model = build_parakeet_model(en_dir, seed=0, **dims)
-            install_cpu_tdt_loss(model)
-            change_vocabulary(model.to("cuda"), merged, True)
-            model.train()
+            model = adapted_model(dims, en_dir, "cuda")
             params = sum(p.numel() for p in model.parameters())
             for optimizer in ("AdamW", "AdamW8bit"):
                 t0 = time.perf_counter()

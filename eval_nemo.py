@@ -3,8 +3,12 @@ r"""Evaluate any .nemo on any manifests: predictions as JSON lines, WER and CER 
     uv run eval_nemo.py --model runs/ft_110M_enhi/checkpoints/ft_110M_enhi.nemo \
         --manifest en_test.json --manifest hi_test.json --out predictions.jsonl
 
-Utterances are grouped by their manifest's `lang` field (else by manifest file name). Text is normalized the
-same way for reference and hypothesis: Unicode NFC, punctuation removed, Latin lower-cased, Devanagari as is.
+    uv run eval_nemo.py --score predictions.jsonl        # re-score a predictions file, no model needed
+
+Utterances are grouped by their manifest's `lang` field (else by manifest file name). Each language gets the
+project's score (NFC, joiners deleted, punctuation to spaces, Latin lower-cased) and its benchmark score:
+Vistaar's for Indic languages, the Open ASR Leaderboard's (Whisper's English normalizer) for English
+(enhi/scoring.py). The last line printed is one JSON object {lang: {scheme: {"wer": w, "cer": c}}}.
 
 --lang-hint also decodes each group with only its language's tokens (`en`: the base model's pieces; any other
 `lang`: the new pieces and the script-free shared ones; enhi/lang_hint.py) and reports both scores side by
@@ -26,9 +30,10 @@ def main(argv: list[str]) -> None:
 
     quiet_libraries()  # NeMo's loading messages would bury the table; errors still surface as one line
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a .nemo checkpoint")
-    p.add_argument("--manifest", action="append", required=True, help="a NeMo manifest; repeat for several")
-    p.add_argument("--out", required=True, help="predictions, JSON lines (written whole or not at all)")
+    p.add_argument("--model", help="a .nemo checkpoint")
+    p.add_argument("--manifest", action="append", help="a NeMo manifest; repeat for several")
+    p.add_argument("--out", help="predictions, JSON lines (written whole or not at all)")
+    p.add_argument("--score", metavar="PREDS.jsonl", help="re-score a predictions file (text, pred_text, lang) instead")
     p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lang-hint", action="store_true", help="also decode each language with its own tokens only")
@@ -36,9 +41,20 @@ def main(argv: list[str]) -> None:
                    help="NeMo's greedy TDT decoder on a GPU: CUDA graphs disabled (default), NeMo's choice, or a "
                         "NeMo mode forced (enhi/decoding.py)")
     args = p.parse_args(argv)
+    from enhi.scoring import read_predictions, schemes_for, score_all
+
+    if args.score:
+        scores = {lang: score_all(refs, hyps, lang) for lang, (refs, hyps) in read_predictions(args.score).items()}
+        print(f"{'lang':>8} {'scheme':>8} {'WER':>7} {'CER':>7}")
+        for lang, by_scheme in scores.items():
+            print("\n".join(f"{lang:>8} {s:>8} {r['wer']:>7.3f} {r['cer']:>7.3f}" for s, r in by_scheme.items()))
+        print(json.dumps(scores, ensure_ascii=False))
+        return
+    if not (args.model and args.manifest and args.out):
+        p.error("--model, --manifest and --out are required (or --score PREDS.jsonl alone)")
 
     from enhi.atomic import atomic_file
-    from enhi.evaluate import error_rates, transcribe_entries
+    from enhi.evaluate import transcribe_entries
     from enhi.lang_hint import restricted_to
     from enhi.manifest import read_manifest
     from enhi.training import load_nemo_file
@@ -49,16 +65,20 @@ def main(argv: list[str]) -> None:
             groups.setdefault(e.lang or Path(path).stem, []).append(e)
     model = load_nemo_file(args.model, decoder_cuda_graphs=args.decoder_cuda_graphs)
 
-    rows, table = [], []
+    rows, table, scores = [], [], {}
     for lang, entries in groups.items():
         hyps = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang} ({len(entries)} utterances)")
-        r = error_rates([e.text for e in entries], hyps)
+        scores[lang] = score_all([e.text for e in entries], hyps, lang)
+        r = scores[lang]["project"]
+        std = schemes_for(lang)[1:]
         line = f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}"
+        line += (f" {std[0]:>8} {scores[lang][std[0]]['wer']:>7.3f} {scores[lang][std[0]]['cer']:>7.3f}" if std
+                 else f" {'-':>8} {'-':>7} {'-':>7}")
         preds = [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
         if args.lang_hint:
             with restricted_to(model, lang):
                 hinted = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang}, hint")
-            rh = error_rates([e.text for e in entries], hinted)
+            rh = score_all([e.text for e in entries], hinted, lang)["project"]
             line += f" {rh['wer']:>10.3f} {rh['cer']:>10.3f}"
             for row, h in zip(preds, hinted, strict=True):
                 row["pred_text_hint"] = h
@@ -66,9 +86,11 @@ def main(argv: list[str]) -> None:
         rows += preds
     with atomic_file(args.out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7}" + (f" {'WER (hint)':>10} {'CER (hint)':>10}" if args.lang_hint else ""))
+    print(f"{'lang':>8} {'utts':>6} {'WER':>7} {'CER':>7} {'standard':>8} {'WER':>7} {'CER':>7}"
+          + (f" {'WER (hint)':>10} {'CER (hint)':>10}" if args.lang_hint else ""))
     print("\n".join(table))
     print(f"predictions written to {args.out}")
+    print(json.dumps(scores, ensure_ascii=False))
 
 
 if __name__ == "__main__":

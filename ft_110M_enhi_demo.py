@@ -45,8 +45,9 @@ def main(argv: list[str]) -> dict:
     if sw["verbose"]:
         show_library_logs()
     offline_demo = not (cfg.init_from_pretrained_model or cfg.init_from_nemo_model)
-    if offline_demo:  # corpus + English stand-in + merged tokenizer, all cached under demo_cache/
-        cfg = demo.prepare(cfg, retrain_standin=sw["retrain_standin"])
+    if offline_demo:  # CPU-sized settings (demo/common.py) under the command line's; corpus, stand-in, tokenizer
+        _, cfg = load_run_config(sw, sw["config"], [*demo.DEMO_SETTINGS, *argv])
+        cfg = demo.prepare(cfg, retrain_standin=sw["retrain_standin"])  # all cached under demo_cache/
     if not sw["adapt_only"]:
         check_data(cfg)  # every manifest and audio header, before any model is loaded or folder written
     arms = demo.arms(sw["transplant"], offline_demo)  # the demo trains both arms on the same data and steps

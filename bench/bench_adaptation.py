@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
-from demo.common import HISTORY_FILE, cpu_name  # noqa: E402
+from demo.common import DEMO_SETTINGS, HISTORY_FILE, cpu_name  # noqa: E402
 from enhi.portable import relative_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def _demo_config() -> tuple[Path, Path]:
     from enhi.atomic import atomic_file
     from enhi.config import load_run_config
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     cfg = pipeline.prepare(cfg)
     path = CACHE / "bench_adaptation.yaml"
     with atomic_file(path, "w", encoding="utf-8") as f:  # two bench processes may start side by side

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
+from demo.common import DEMO_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def main() -> None:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     steps, every = args.steps or demo.FINETUNE_STEPS, args.every or demo.FINETUNE_EVERY
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     cfg = demo.prepare(cfg)
     runs = [run(cfg, init, steps, every) for init in ("attention", "random", None)]
 

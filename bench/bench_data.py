@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
+from demo.common import DEMO_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def main() -> None:
     from demo.common import CACHE
     from enhi.config import ManifestSpec, load_run_config
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     cfg = pipeline.prepare(cfg)  # the demo corpus and merged tokenizer (cached)
     from demo.corpus import build_corpus
 

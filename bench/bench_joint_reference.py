@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
+from demo.common import DEMO_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "bench" / "joint_reference"
@@ -84,7 +85,7 @@ def train(s: dict, stop_at: int | None = None) -> dict | None:
     from enhi.tiny_model import build_parakeet_model
     from enhi.training import load_nemo_file, save_model
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     cfg = pipeline.prepare(cfg)  # the demo's corpus, validation sets and merged tokenizer
     cfg.seed = s["seed"]
     free, templates = standin_free.free_corpus(), standin.corpus()

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from bench.results import header, write_section  # noqa: E402
+from demo.common import DEMO_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "demo_cache" / "runs" / "recipe" / "version_0" / "checkpoints" / "recipe.nemo"
@@ -97,7 +98,7 @@ def train_birwkv7(out: Path = BIRWKV7_MODEL) -> Path:
     from enhi.training import configure_model, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     cfg = demo.prepare(cfg)
     c = demo.arm_config(cfg, demo.Arm("recipe_birwkv7", True))
     seed_everything(cfg.seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from demo.common import CACHE, N_VAL, ROOT, english_tokenizer_dir, run_config
+from demo.common import CACHE, DEMO_SETTINGS, N_VAL, ROOT, english_tokenizer_dir, run_config
 from enhi.atomic import atomic_file
 from enhi.config import ManifestSpec, NamedSet
 
@@ -133,7 +133,7 @@ def train(cfg: DictConfig, out: Path = TEMPLATES, steps: int = STEPS, n_train: i
 def main(argv: list[str]) -> None:
     from enhi.config import load_run_config
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", argv)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + argv)
     train(cfg)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from demo import standin
-from demo.common import CACHE, HISTORY_FILE, ROOT, cpu_name, history_path, run_config
+from demo.common import CACHE, DEMO_SETTINGS, HISTORY_FILE, ROOT, cpu_name, history_path, run_config
 from enhi.atomic import atomic_file
 from enhi.config import ManifestSpec, NamedSet
 
@@ -214,7 +214,7 @@ def main(argv: list[str]) -> None:
     stop_at = None
     if argv[:1] == ["--stop-at"]:
         stop_at, argv = int(argv[1]), argv[2:]
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", argv)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + argv)
     train(cfg, stop_at=stop_at)
 
 

@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from enhi.decoding import DECODER_CUDA_GRAPHS, DEFAULT_DECODER_CUDA_GRAPHS
 from enhi.errors import UserError
+from enhi.text import DEFAULTS as TEXT_DEFAULTS
+from enhi.text import check_text_settings
 from enhi.transplant import NEW_TOKEN_MASS_BOUND
 
 SOURCE_TYPES = ("nemo", "nemo_tarred", "lhotse_shar")
@@ -114,11 +116,26 @@ class Adaptation:
 
 
 @dataclass
+class LangText:
+    """How one language's transcripts become training text (enhi/text.py applies them, in its docstring's order)."""
+
+    punctuation: str = TEXT_DEFAULTS["punctuation"]  # auto: marks the language's own pieces write | strip | keep
+    digits: str = TEXT_DEFAULTS["digits"]  # verbalize | drop_utterance | keep (trained as <unk>)
+    tags: str = TEXT_DEFAULTS["tags"]  # strip | keep: [noise], <laugh>, any [...] or <...>
+    unintelligible: str = TEXT_DEFAULTS["unintelligible"]  # drop_utterance | strip: <unintelligible>, [inaudible]
+    latin: str = TEXT_DEFAULTS["latin"]  # Latin words in a non-Latin language: keep | strip | drop_utterance
+    case: str = TEXT_DEFAULTS["case"]  # keep | lower
+    joiners: str = TEXT_DEFAULTS["joiners"]  # delete | keep: ZWJ, ZWNJ, BOM, soft hyphen
+    unwritable: str = TEXT_DEFAULTS["unwritable"]  # letters the tokenizer cannot write: drop_utterance | delete
+
+
+@dataclass
 class ModelCfg:
     tokenizer: Tokenizer = field(default_factory=Tokenizer)
     train_ds: TrainDs = field(default_factory=TrainDs)
     validation_ds: EvalDs = field(default_factory=EvalDs)
     test_ds: EvalDs = field(default_factory=EvalDs)
+    text: dict[str, LangText] = field(default_factory=dict)  # per language; one not listed gets LangText's defaults
     spec_augment: dict[str, Any] = field(default_factory=dict)  # checked against NeMo's class below
     loss: Loss = field(default_factory=Loss)
     ctc_loss_weight: float = 0.3
@@ -207,6 +224,15 @@ def load_run_config(switches: dict[str, Any], yaml_path: str | Path, argv: list[
         else:
             dotlist.append(arg)
     yaml_path = Path(switches.get("config", yaml_path))
+    cfg = load_yaml(yaml_path, dotlist)
+    _check_sections(cfg, yaml_path)
+    return switches, cfg
+
+
+def load_yaml(yaml_path: str | Path, dotlist: list[str] = ()) -> DictConfig:
+    """The YAML merged over the schema with `key=value` overrides; the text settings checked. No NeMo import,
+    so small commands (`python -m enhi.text`) start fast; `load_run_config` checks the rest."""
+    yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
         raise UserError(f"{yaml_path}: config file not found; pass config=path/to/file.yaml")
     overrides = OmegaConf.merge(*[_parse_override(arg) for arg in dotlist]) if dotlist else OmegaConf.create()
@@ -217,8 +243,9 @@ def load_run_config(switches: dict[str, Any], yaml_path: str | Path, argv: list[
     except OmegaConfBaseException as e:
         msg = str(e).splitlines()[0]
         raise UserError(f"{yaml_path}: {msg} (see enhi/config.py for the valid keys)") from None
-    _check_sections(cfg, yaml_path)
-    return switches, cfg
+    for lang, settings in cfg.model.text.items():
+        check_text_settings(lang, settings, where=f"{yaml_path}: ")
+    return cfg
 
 
 def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:

@@ -10,7 +10,11 @@ Warnings are printed in the summary and training goes on:
 - multi-channel audio in validation/test sets: averaged to mono by `load_audio`;
 - durations outside `train_ds.min_duration`/`max_duration`: those utterances are dropped from training;
 - a manifest `duration` that disagrees with the file: the loader uses the file's own length;
-- empty transcripts, and characters the tokenizer cannot represent (they become `<unk>`).
+- empty transcripts, and characters the tokenizer cannot represent (they would become `<unk>`).
+Then the text, per manifest and language, as written and as the run's `model.text` settings make it (enhi/text.py):
+every character the tokenizer cannot write with its count, tags, digits by script, joiners, the Latin-word rate
+of non-English sets, how many transcripts the normalizer changes and drops (by reason), and how many still hold
+`<unk>` after it (a warning: those settings train `<unk>`).
 Only audio headers are read (sample rate, channels, length), so the check is fast on large sets.
 """
 
@@ -28,6 +32,7 @@ from omegaconf import DictConfig
 from enhi.config import train_manifests
 from enhi.errors import UserError
 from enhi.manifest import SAMPLE_RATE, ManifestEntry, read_manifest
+from enhi.text import BASE_LANG, JOINERS, LATIN_RE, TAG_RE, TextNormalizer
 
 DURATION_TOLERANCE = 0.1  # seconds; manifest durations are often rounded
 
@@ -58,6 +63,15 @@ class ManifestReport:
     unk_chars: Counter = field(default_factory=Counter)
     sample_rates: Counter = field(default_factory=Counter)
     issues: dict[str, Issue] = field(default_factory=dict)
+    # the text as written, and as the normalizer makes it
+    tags: Counter = field(default_factory=Counter)
+    digits: Counter = field(default_factory=Counter)  # by script: ASCII, DEVANAGARI, ...
+    joiners: int = 0  # utterances holding a ZWJ, ZWNJ, BOM, ...
+    words: int = 0
+    latin_words: int = 0
+    changed: int = 0
+    dropped: Counter = field(default_factory=Counter)  # by reason (enhi.text)
+    unk_after: int = 0  # utterances that still hold a character the tokenizer cannot write
 
     def issue(self, kind: str, where: str) -> None:
         self.issues.setdefault(kind, Issue()).add(where)
@@ -104,6 +118,7 @@ def inspect_manifest(
     min_duration: float | None = None,
     max_duration: float | None = None,
     workers: int = 8,
+    norm: TextNormalizer | None = None,
 ) -> ManifestReport:
     """Read one manifest strictly (malformed lines raise `UserError`) and every audio header; count problems."""
     entries = read_manifest(path, check_audio=False)
@@ -121,12 +136,12 @@ def inspect_manifest(
             rep.issue("multichannel", f"{where}: audio file {e.audio_filepath} has {ch} channels")
         if abs(seconds - e.duration) > DURATION_TOLERANCE:
             rep.issue("duration_field", f"{where}: duration {e.duration:g} s, file {seconds:.2f} s")
-        _count(rep, e, where, seconds, sr, unk, min_duration, max_duration)
+        _count(rep, e, where, seconds, sr, unk, min_duration, max_duration, norm)
     return rep
 
 
 def _count(rep: ManifestReport, e, where: str, seconds: float, sample_rate: int | None, unk: UnkChars,
-           min_duration: float | None, max_duration: float | None) -> None:
+           min_duration: float | None, max_duration: float | None, norm: TextNormalizer | None = None) -> None:
     """Add one utterance to a report: length, sample rate (None: not known without decoding), limits, text."""
     rep.n += 1
     rep.seconds += seconds
@@ -139,10 +154,11 @@ def _count(rep: ManifestReport, e, where: str, seconds: float, sample_rate: int 
         rep.issue("too_short", f"{where}: {seconds:.2f} s")
     if max_duration is not None and seconds > max_duration:
         rep.issue("too_long", f"{where}: {seconds:.2f} s")
-    _check_text(rep, e, where, unk)
+    _check_text(rep, e, where, unk, norm)
 
 
-def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars) -> None:
+def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars,
+                norm: TextNormalizer | None = None) -> None:
     text = unicodedata.normalize("NFC", e.text)
     if not text.strip():
         rep.issue("empty_text", where)
@@ -153,16 +169,35 @@ def _check_text(rep: ManifestReport, e: ManifestEntry, where: str, unk: UnkChars
     if bad:
         rep.unk_chars.update(bad)
         rep.issue("unk", f"{where}: {bad[0]!r}")
+    rep.tags.update(TAG_RE.findall(text))
+    rep.digits.update(unicodedata.name(c, "?").split()[0].replace("DIGIT", "ASCII") for c in text if c.isdigit())
+    rep.joiners += any(c in JOINERS for c in text)
+    if rep.lang != BASE_LANG:
+        words = TAG_RE.sub(" ", text).split()  # a tag's word is not a Latin word of the language
+        rep.words += len(words)
+        rep.latin_words += sum(bool(LATIN_RE.search(w)) for w in words)
+    if norm is None:
+        return
+    r = norm(e.text)
+    if r.text is None:
+        rep.dropped[r.dropped] += 1
+        rep.issue(f"dropped_{r.dropped}", f"{where}: {e.text[:60]!r}")
+        return
+    rep.changed += r.text != e.text
+    if any(unk(c) for c in r.text if not c.isspace()):
+        rep.unk_after += 1
+        rep.issue("unk_after", f"{where}: {r.text[:60]!r}")
 
 
-def inspect_sharded(spec, unk: UnkChars, min_duration: float, max_duration: float) -> ManifestReport:
+def inspect_sharded(spec, unk: UnkChars, min_duration: float, max_duration: float,
+                    norm: TextNormalizer | None = None) -> ManifestReport:
     """A NeMo tarred or Lhotse Shar source from its metadata: utterances, durations and transcripts from the
     manifests or cut records, tars scanned header by header (`enhi.shards`); no audio is decoded."""
     from enhi.shards import source_entries
 
     rep = ManifestReport(f"{spec.path} ({spec.type})", "train", spec.lang)
     for e in source_entries(spec):  # Shar records carry the sample rate, NeMo tarred manifests do not
-        _count(rep, e, e.where, e.duration, e.sample_rate, unk, min_duration, max_duration)
+        _count(rep, e, e.where, e.duration, e.sample_rate, unk, min_duration, max_duration, norm)
     return rep
 
 
@@ -176,12 +211,25 @@ def inspect_run(cfg: DictConfig) -> list[ManifestReport]:
     """Inspect every source of a run config (training ones against the duration limits)."""
     unk = UnkChars(cfg.model.tokenizer.dir)
     t = cfg.model.train_ds
+    sources = train_manifests(cfg)  # refuses an empty list
+    evals = list(_eval_manifests(cfg))
+    norms = normalizers_or_none(cfg, {s.lang for s in sources} | {lang for _, _, lang in evals})
     train = [
-        inspect_manifest(s.path, "train", s.lang, unk, t.min_duration, t.max_duration) if s.type == "nemo"
-        else inspect_sharded(s, unk, t.min_duration, t.max_duration)
-        for s in train_manifests(cfg)  # refuses an empty list
+        inspect_manifest(s.path, "train", s.lang, unk, t.min_duration, t.max_duration, norm=norms.get(s.lang))
+        if s.type == "nemo" else inspect_sharded(s, unk, t.min_duration, t.max_duration, norms.get(s.lang))
+        for s in sources
     ]
-    return train + [inspect_manifest(path, split, lang, unk) for split, path, lang in _eval_manifests(cfg)]
+    return train + [inspect_manifest(path, split, lang, unk, norm=norms.get(lang)) for split, path, lang in evals]
+
+
+def normalizers_or_none(cfg: DictConfig, langs: set[str]) -> dict[str, TextNormalizer]:
+    """The run's text normalizers; none when the tokenizer folder is not there yet (the summary then reports the
+    text as written only)."""
+    from enhi.text import normalizers
+
+    if not (Path(cfg.model.tokenizer.dir) / "tokenizer.model").is_file():
+        return {}
+    return normalizers(cfg.model.text, langs, cfg.model.tokenizer.dir)
 
 
 # Problems that stop the run, each with the fix the one-line message gives.
@@ -199,7 +247,9 @@ WARNINGS = {
     "too_short": "shorter than train_ds.min_duration: dropped from training",
     "too_long": "longer than train_ds.max_duration: dropped from training",
     "empty_text": "empty transcript",
-    "unk": "characters the tokenizer cannot represent (trained as <unk>)",
+    "unk": "transcripts as written with characters the tokenizer cannot write",
+    "unk_after": "transcripts that still hold such characters after model.text's settings (trained as <unk>; "
+                 "see `python -m enhi.text --lang LANG --why`)",
 }
 
 
@@ -212,6 +262,9 @@ def first_error(reports: list[ManifestReport]) -> str | None:
                 i = r.issues[kind]
                 more = f" (and {i.count - 1} more line(s) in this manifest)" if i.count > 1 else ""
                 return f"{i.first} {fix}{more}"
+        if r.split == "train" and r.n and sum(r.dropped.values()) >= r.n:
+            return (f"{r.path}: model.text.{r.lang} drops every transcript "
+                    f"({', '.join(f'{k} {n}' for k, n in r.dropped.most_common())}); change those settings")
         if r.split == "train" and r.n and r.count("too_short") + r.count("too_long") >= r.n:
             return (
                 f"{r.path}: every utterance is outside train_ds.min_duration..max_duration "
@@ -239,10 +292,30 @@ def format_summary(reports: list[ManifestReport]) -> str:
                 i = r.issues[kind]
                 line = f"- {r.split}/{r.lang}: {i.count} × {text}; first {i.first}"
                 if kind == "unk":
-                    top = ", ".join(f"{c!r}×{n}" for c, n in r.unk_chars.most_common(8))
-                    line += f"; top: {top}"
+                    line += "; all: " + ", ".join(f"{c!r}×{n}" for c, n in r.unk_chars.most_common())
                 notes.append(line)
-    return "\n".join(rows + (["", "warnings:", *notes] if notes else ["", "no warnings"]))
+        for kind, i in r.issues.items():
+            if kind.startswith("dropped_"):
+                notes.append(f"- {r.split}/{r.lang}: {i.count} × dropped by model.text.{r.lang} "
+                             f"({kind.removeprefix('dropped_')}); first {i.first}")
+    return "\n".join(rows + ["", *text_summary(reports)] + (["", "warnings:", *notes] if notes else ["", "no warnings"]))
+
+
+def text_summary(reports: list[ManifestReport]) -> list[str]:
+    """Per manifest: the text as written (tags, digits by script, joiners, Latin words) and what the run's
+    normalizer does to it (changed, dropped by reason)."""
+    rows = ["text (model.text; enhi/text.py):",
+            "| split | lang | changed | dropped | tags | digits | joiners | Latin words | manifest |",
+            "|---|---|---:|---|---|---|---:|---:|---|"]
+    for r in reports:
+        tags = ", ".join(f"{t}×{n}" for t, n in r.tags.most_common(6)) + (" …" if len(r.tags) > 6 else "")
+        digits = ", ".join(f"{s}×{n}" for s, n in r.digits.most_common())
+        dropped = f"{sum(r.dropped.values())}" + (
+            " (" + ", ".join(f"{k} {n}" for k, n in r.dropped.most_common()) + ")" if r.dropped else "")
+        latin = f"{r.latin_words / r.words:.1%}" if r.words else "-"
+        rows.append(f"| {r.split} | {r.lang} | {r.changed} | {dropped} | {tags or '-'} | {digits or '-'} | "
+                    f"{r.joiners} | {latin} | {Path(r.path).name} |")
+    return rows
 
 
 def check_data(cfg: DictConfig, verbose: bool = True) -> list[ManifestReport]:

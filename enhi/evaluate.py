@@ -1,54 +1,19 @@
 """Transcribe, score and compute losses of a hybrid TDT-CTC model on in-memory audio or manifests.
 
-Scoring normalizes reference and hypothesis the same way, per script: Unicode NFC, punctuation removed
-(Devanagari danda included), whitespace folded, and lower-casing only for scripts that have case (Latin);
-Devanagari has no case and is never lower-cased.
+Scores come from enhi/scoring.py: the project's scheme (what validation has always reported, against the
+training-normalized reference) and the language's benchmark scheme (Vistaar for Indic languages, the Open ASR
+Leaderboard's for English, against the reference as the manifest writes it).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from enhi.manifest import ManifestEntry, load_audio
-
-_PUNCT = re.compile(r"[^\w\s']|_", re.UNICODE)
-
-
-def normalize_text(text: str) -> str:
-    """NFC, no punctuation (keeps apostrophes inside words and Devanagari combining marks), case-folded Latin."""
-    text = unicodedata.normalize("NFC", text)
-    # \w excludes Devanagari vowel signs and virama (category Mc/Mn): keep every mark, drop only punctuation.
-    text = "".join(c if (unicodedata.category(c)[0] == "M" or not _PUNCT.match(c)) else " " for c in text)
-    text = " ".join(w.strip("'") for w in text.split())
-    return " ".join(text.split()).lower()  # str.lower leaves Devanagari untouched
-
-
-def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance between two sequences (words or characters)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER (errors / reference length) after `normalize_text`; CER ignores spaces."""
-    we = wn = ce = cn = 0
-    for r, h in zip(refs, hyps, strict=True):
-        r, h = normalize_text(r), normalize_text(h)
-        we += edit_distance(r.split(), h.split())
-        wn += len(r.split())
-        ce += edit_distance(r.replace(" ", ""), h.replace(" ", ""))
-        cn += len(r.replace(" ", ""))
-    return {"wer": we / max(wn, 1), "cer": ce / max(cn, 1)}
+from enhi.scoring import edit_distance, error_rates, normalize_text, score, standard_scheme  # noqa: F401 (re-exported)
 
 
 def audio_batch(audios: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,12 +73,14 @@ def transcribe_entries(
     return result
 
 
-def score_predictions(predictions: Sequence[dict]) -> dict:
-    """WER and CER of the TDT (`pred_text`) and CTC (`pred_text_ctc`) transcripts against `text`."""
+def score_predictions(predictions: Sequence[dict], lang: str | None = None) -> dict:
+    """WER and CER of the TDT (`pred_text`) and CTC (`pred_text_ctc`) transcripts against `text`; with `lang`,
+    also the TDT transcripts' benchmark score (`std_wer`, `std_cer`, scheme `std_scheme`) against `raw_text`
+    (the manifest's own reference, before training normalization) where the language has a standard scheme."""
     refs = [p["text"] for p in predictions]
     r_tdt = error_rates(refs, [p["pred_text"] for p in predictions])
     r_ctc = error_rates(refs, [p["pred_text_ctc"] for p in predictions])
-    return {
+    out = {
         "wer": r_tdt["wer"],
         "cer": r_tdt["cer"],
         "ctc_wer": r_ctc["wer"],
@@ -121,19 +88,29 @@ def score_predictions(predictions: Sequence[dict]) -> dict:
         "n": len(predictions),
         "predictions": list(predictions),
     }
+    scheme = standard_scheme(lang) if lang else None
+    if scheme:
+        std = score([p.get("raw_text", p["text"]) for p in predictions], [p["pred_text"] for p in predictions],
+                    scheme, lang)
+        out.update(std_wer=std["wer"], std_cer=std["cer"], std_scheme=scheme)
+    return out
 
 
-def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: int = 8) -> dict[str, dict]:
-    """Per named set: WER and CER of the TDT and CTC heads, plus the predictions."""
+def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: int = 8,
+                  langs: dict[str, str] | None = None) -> dict[str, dict]:
+    """Per named set: WER and CER of the TDT and CTC heads, plus the predictions; a set whose language `langs`
+    names is also scored by its benchmark scheme (`score_predictions`)."""
     results = {}
     for name, entries in sets.items():
         tdt = transcribe_entries(model, entries, batch_size, "tdt")
         ctc = transcribe_entries(model, entries, batch_size, "ctc")
         results[name] = score_predictions(
             [
-                {"audio_filepath": e.audio_filepath, "text": e.text, "pred_text": p, "pred_text_ctc": c}
+                {"audio_filepath": e.audio_filepath, "text": e.text, "raw_text": e.raw_text or e.text,
+                 "pred_text": p, "pred_text_ctc": c}
                 for e, p, c in zip(entries, tdt, ctc, strict=True)
-            ]
+            ],
+            (langs or {}).get(name),
         )
     return results
 

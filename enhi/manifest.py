@@ -24,6 +24,7 @@ class ManifestEntry:
     duration: float
     text: str
     lang: str | None = None
+    raw_text: str | None = None  # the manifest's own transcript when `text` was normalized for training (enhi.text)
 
 
 def read_manifest(path: str | os.PathLike, check_audio: bool = True) -> list[ManifestEntry]:

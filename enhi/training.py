@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from enhi.resilience import (
     ResumeState,
     make_saves_atomic,
 )
+from enhi.text import CutText, TextNormalizer, kept_cut, normalized_entries, normalizers, settings_record
 from enhi.transplant import install_cpu_tdt_loss, rebuild_transducer_loss
 
 BNB_OPTIMIZER = "adamw8bit"
@@ -196,8 +198,30 @@ def train_dataloader(cfg: DictConfig, resumed_step: int = 0):
     from nemo.collections.common.tokenizers import SentencePieceTokenizer
 
     tok = SentencePieceTokenizer(str(Path(cfg.model.tokenizer.dir) / "tokenizer.model"))
-    return get_lhotse_dataloader_from_config(OmegaConf.create(train_ds_config(cfg, resumed_step=resumed_step)),
-                                             global_rank=0, world_size=1, dataset=LhotseSpeechToTextBpeDataset(tok))
+    with normalized_training_text(cfg):
+        return get_lhotse_dataloader_from_config(OmegaConf.create(train_ds_config(cfg, resumed_step=resumed_step)),
+                                                 global_rank=0, world_size=1, dataset=LhotseSpeechToTextBpeDataset(tok))
+
+
+@contextlib.contextmanager
+def normalized_training_text(cfg: DictConfig) -> Iterator[None]:
+    """While NeMo builds a training loader: every source's cuts (plain, tarred, Shar) get their language's training
+    text (`model.text`, enhi/text.py), and utterances the settings drop are left out. NeMo reads the sources in
+    one function of its Lhotse dataloader module; the wrapped version maps and filters its cut set lazily."""
+    import nemo.collections.common.data.lhotse.dataloader as nemo_loader
+
+    text = CutText(OmegaConf.to_container(cfg.model.text, resolve=True), cfg.model.tokenizer.dir)
+    original = nemo_loader.read_cutset_from_config
+
+    def read(config):
+        cuts, is_tarred = original(config)
+        return cuts.map(text, apply_fn=None).filter(kept_cut), is_tarred
+
+    nemo_loader.read_cutset_from_config = read
+    try:
+        yield
+    finally:
+        nemo_loader.read_cutset_from_config = original
 
 
 def checkpoint_step(path: str | os.PathLike) -> int:
@@ -205,21 +229,38 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
 
 
-def eval_sets(spec: DictConfig) -> dict[str, list]:
-    return {s.name: read_manifest(s.path) for s in spec.sets}
+def eval_sets(spec: DictConfig, cfg: DictConfig | None = None) -> dict[str, list]:
+    """The named sets of `spec` (validation_ds or test_ds). With the run config `cfg`, references are training text
+    (`model.text`) and an utterance the settings drop is left out of the score, as it is out of training; without
+    it, references as the manifests write them."""
+    out = {}
+    for s in spec.sets:
+        entries = read_manifest(s.path)
+        if cfg is not None:
+            norm = TextNormalizer(s.lang, cfg.model.tokenizer.dir, cfg.model.text.get(s.lang))
+            entries = normalized_entries(entries, norm)[0]
+        out[s.name] = entries
+    return out
+
+
+def set_langs(spec: DictConfig) -> dict[str, str]:
+    return {s.name: s.lang for s in spec.sets}
 
 
 class ValidationByLanguage(pl.Callback):
     """Every `every_n_steps` training steps (and at the end), WER/CER per validation language.
 
-    Logs `val_<name>_wer`, `val_<name>_cer` (TDT head), `val_<name>_ctc_wer`, `val_<name>_ctc_cer` (CTC head)
-    and `val_wer` (mean TDT WER over the sets, what checkpoints rank by), prints one line per evaluation, keeps
-    the last predictions, and appends each evaluation to `history_path` as JSON lines for plots.
+    Logs `val_<name>_wer`, `val_<name>_cer` (TDT head), `val_<name>_ctc_wer`, `val_<name>_ctc_cer` (CTC head),
+    `val_<name>_std_wer`, `val_<name>_std_cer` (TDT head, the language's benchmark scheme: Vistaar or the Open
+    ASR Leaderboard's, enhi/scoring.py) and `val_wer` (mean TDT WER over the sets, what checkpoints rank by),
+    prints one line per evaluation, keeps the last predictions, and appends each evaluation to `history_path` as
+    JSON lines for plots.
     """
 
     def __init__(self, sets: dict[str, list], every_n_steps: int, batch_size: int, history_path: str | None = None,
-                 label: str = "validation"):
+                 label: str = "validation", langs: dict[str, str] | None = None):
         self.sets, self.every, self.batch_size = sets, max(1, int(every_n_steps)), batch_size
+        self.langs = langs or {}
         self.history_path, self.label = history_path, label
         self.history: list[dict] = []
         self.last_predictions: dict[str, list[dict]] = {}
@@ -233,21 +274,26 @@ class ValidationByLanguage(pl.Callback):
             mine = evaluate_sets(pl_module, {n: e[rank::world] for n, e in self.sets.items()}, self.batch_size)
             gathered: list[dict] = [{}] * world
             torch.distributed.all_gather_object(gathered, {n: r["predictions"] for n, r in mine.items()})
-            results = {n: score_predictions([p for g in gathered for p in g[n]]) for n in self.sets}
+            results = {n: score_predictions([p for g in gathered for p in g[n]], self.langs.get(n)) for n in self.sets}
         else:
-            results = evaluate_sets(pl_module, self.sets, self.batch_size)
+            results = evaluate_sets(pl_module, self.sets, self.batch_size, self.langs)
         metrics = {}
         for name, r in results.items():
             metrics[f"val_{name}_wer"] = r["wer"]
             metrics[f"val_{name}_cer"] = r["cer"]
             metrics[f"val_{name}_ctc_wer"] = r["ctc_wer"]
             metrics[f"val_{name}_ctc_cer"] = r["ctc_cer"]
+            if "std_wer" in r:
+                metrics[f"val_{name}_std_wer"] = r["std_wer"]
+                metrics[f"val_{name}_std_cer"] = r["std_cer"]
         metrics["val_wer"] = sum(r["wer"] for r in results.values()) / max(len(results), 1)
         self.last_predictions = {name: r["predictions"] for name, r in results.items()}
         step = trainer.global_step
         if trainer.is_global_zero:
             say(f"[{self.label}] step {step}: " + "  ".join(
-                f"{name} WER {r['wer']:.3f} CER {r['cer']:.3f}" for name, r in results.items()))
+                f"{name} WER {r['wer']:.3f} CER {r['cer']:.3f}"
+                + (f" ({r['std_scheme']} {r['std_wer']:.3f}/{r['std_cer']:.3f})" if "std_wer" in r else "")
+                for name, r in results.items()))
         if log:
             pl_module.log_dict({k: float(v) for k, v in metrics.items()}, on_step=True, on_epoch=False)
         record = {"step": step, **metrics}
@@ -334,7 +380,22 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     log_dir = exp_manager(trainer, OmegaConf.create(em))
     if trainer.is_global_zero:
         open_library_log(Path(log_dir) / "library.log")
+        write_run_record(Path(log_dir), cfg)
     return trainer
+
+
+def write_run_record(log_dir: Path, cfg: DictConfig) -> Path:
+    """`run_record.json` in the run folder: the resolved config and the text settings each language trained with
+    (`auto` spelled out). Rewritten by a resumed run, which must use the same settings to resume exactly."""
+    from enhi.atomic import atomic_file
+
+    langs = {s.lang for s in cfg.model.train_ds.manifests} | set(set_langs(cfg.model.validation_ds).values())
+    record = {"config": OmegaConf.to_container(cfg, resolve=True),
+              "text": settings_record(normalizers(cfg.model.text, langs, cfg.model.tokenizer.dir))}
+    path = log_dir / "run_record.json"
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, ensure_ascii=False)
+    return path
 
 
 def fit(
@@ -347,11 +408,12 @@ def fit(
     # Manifests and audio are checked by enhi.datacheck.check_data, which the script runs before loading a model;
     # the validation sets are read here, before the trainer creates any folder.
     val = ValidationByLanguage(
-        eval_sets(cfg.model.validation_ds),
+        eval_sets(cfg.model.validation_ds, cfg),
         cfg.trainer.get("val_check_interval", 50),
         cfg.model.validation_ds.batch_size,
         history_path,
         label=cfg.exp_manager.name,
+        langs=set_langs(cfg.model.validation_ds),
     )
     timer = StepTimer()
     guards = [ResumeState(), NonFiniteGuard(cfg.max_consecutive_nonfinite), RankAgreement()]
@@ -360,7 +422,8 @@ def fit(
     model.set_trainer(trainer)
     # Only streams in workers need the resumed step (to draw new ones); exp_manager sets ckpt_path when resuming.
     resumed = checkpoint_step(trainer.ckpt_path) if trainer.ckpt_path and streams_in_workers(cfg) else 0
-    model.setup_training_data(OmegaConf.create(train_ds_config(cfg, trainer.global_rank, resumed)))
+    with normalized_training_text(cfg):  # transcripts as model.text sets them (enhi/text.py)
+        model.setup_training_data(OmegaConf.create(train_ds_config(cfg, trainer.global_rank, resumed)))
     model.setup_optimization(optim_config=model.cfg.optim)
     if val.sets and eval_at_start and not trainer.ckpt_path:  # exp_manager sets ckpt_path when resuming
         val.run(trainer, model, log=False)  # the step-0 point of the curves: the adapted model before training
@@ -382,10 +445,11 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
 def evaluate_test_sets(model, cfg: DictConfig) -> dict[str, dict]:
     """WER/CER of the trained model on `model.test_ds.sets`, printed per set and returned."""
-    sets = eval_sets(cfg.model.test_ds)
+    sets = eval_sets(cfg.model.test_ds, cfg)
     if not sets:
         return {}
-    results = evaluate_sets(model, sets, cfg.model.test_ds.batch_size)
+    results = evaluate_sets(model, sets, cfg.model.test_ds.batch_size, set_langs(cfg.model.test_ds))
     for name, r in results.items():
-        print(f"test {name}: WER {r['wer']:.3f}  CER {r['cer']:.3f}  ({r['n']} utterances)")
+        std = f"  {r['std_scheme']}: WER {r['std_wer']:.3f}  CER {r['std_cer']:.3f}" if "std_wer" in r else ""
+        print(f"test {name}: WER {r['wer']:.3f}  CER {r['cer']:.3f}{std}  ({r['n']} utterances)")
     return results

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, assert_averaged
 
+from demo.common import DEMO_SETTINGS
 from enhi.adaptation import (
     AverageWithPretrained,
     EncoderWarmupFreeze,
@@ -90,7 +91,7 @@ def test_encoder_warmup_freeze_holds_weights_and_statistics_then_releases(en_tok
 
 def test_yaml_settings_attach_the_callbacks(en_tok_dir):
     model = _adapted(en_tok_dir)
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=4",
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + ["model.adaptation.new_rows_lr_scale=4",
                                                              "model.adaptation.heads_lr_scale=0.5",
                                                              "model.adaptation.freeze_encoder_steps=5",
                                                              "model.adaptation.average_with_pretrained=0.4",
@@ -103,7 +104,7 @@ def test_yaml_settings_attach_the_callbacks(en_tok_dir):
     plain = build_parakeet_model(en_tok_dir)
     change_vocabulary(plain, str(MERGED_DIR), transplant=False)
     assert [type(c).__name__ for c in adaptation_callbacks(plain, cfg)] == ["EncoderWarmupFreeze"]
-    _, off = load_run_config({}, ROOT / "ft_110M_enhi.yaml", ["model.adaptation.new_rows_lr_scale=1",
+    _, off = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + ["model.adaptation.new_rows_lr_scale=1",
                                                              "model.adaptation.heads_lr_scale=1"])
     assert adaptation_callbacks(model, off) == []
 
@@ -116,7 +117,7 @@ def test_encoder_heads_and_new_rows_take_one_adamw_step_at_their_own_rates(en_to
     from enhi.training import configure_model
 
     lr, wd = 1e-3, 1e-3
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [
         f"model.optim.lr={lr}", f"model.optim.weight_decay={wd}", "model.optim.sched.warmup_steps=0",
         "model.adaptation.encoder_lr_scale=0.25", "model.adaptation.heads_lr_scale=0.5",
         "model.adaptation.new_rows_lr_scale=10", "model.adaptation.freeze_encoder_steps=0", "trainer.max_steps=100"])
@@ -186,4 +187,4 @@ def test_average_with_pretrained_outside_0_1_is_a_one_line_error(value, message)
     from enhi.errors import UserError
 
     with pytest.raises(UserError, match=r"ft_110M_enhi.yaml: model.adaptation.average_with_pretrained=.*" + message):
-        load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.adaptation.average_with_pretrained={value}"])
+        load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [f"model.adaptation.average_with_pretrained={value}"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT
 
+from demo.common import DEMO_SETTINGS
 from enhi.adapters import HoldPretrained, adapter_parameters, add_adapters, bind_l2
 from enhi.config import load_run_config
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.xdist_group("adapters")
 
 
 def _cfg(tmp_path, corpus, standin, *extra: str):
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [
         f"init_from_nemo_model={standin}",
         f"model.tokenizer.dir={MERGED_DIR}",
         "model.adaptation.new_rows=mean",

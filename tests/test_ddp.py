@@ -13,7 +13,7 @@ import sys
 from conftest import MERGED_DIR, ROOT
 from omegaconf import OmegaConf
 
-from demo.common import HISTORY_FILE
+from demo.common import DEMO_SETTINGS, HISTORY_FILE
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
@@ -25,6 +25,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
     r = subprocess.run(
         [
             sys.executable, str(SCRIPT), "using_birwkv7=true",  # BiRWKV7 adds freshly drawn layers
+            *DEMO_SETTINGS,  # CPU-sized training settings (the YAML's are a GPU run's)
             f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
             f"model.train_ds.manifests=[{{path: {small_corpus['en_train']}, lang: en}}, {{path: {small_corpus['hi_train']}, lang: hi}}]",
             f"model.validation_ds.sets=[{{name: en, path: {small_corpus['en_val']}, lang: en}}, {{name: hi, path: {small_corpus['hi_val']}, lang: hi}}]",

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT
 
+from demo.common import DEMO_SETTINGS
 from enhi import decoding
 
 # NeMo's own run_nvrtc on a kernel that compiles with an empty log; no GPU or driver is needed up to the module
@@ -144,7 +145,7 @@ def test_decoding_invariants_after_each_change_of_layers(en_tok_dir, variant):
         convert_to_birwkv7(model, head_size=None, init="attention")
     else:
         overrides.append("model.adaptation.adapter_dim=8")
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", overrides)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + overrides)
     configure_model(model, cfg, bnb_optim=False)
     assert decoding.decoding_problems(model) == [] and decoding.decoder_cuda_graphs(model) == "disabled"
     model.setup_optimization(optim_config=model.cfg.optim)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import MERGED_DIR, ROOT, run_main
 
-from demo.common import HISTORY_FILE
+from demo.common import DEMO_SETTINGS, HISTORY_FILE
 
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 
@@ -112,7 +112,8 @@ def test_console_shows_phases_progress_and_validation_and_logs_the_chatter(stand
     one line per validation; NeMo's and Lightning's messages only in the run's library.log (verbose=true, which
     shows them on the terminal too, is checked in test_adapt_only_writes_the_adapted_model)."""
     c = small_corpus
-    argv = [sys.executable, str(SCRIPT), f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
+    argv = [sys.executable, str(SCRIPT), *DEMO_SETTINGS, f"init_from_nemo_model={standin_nemo}",
+            f"model.tokenizer.dir={MERGED_DIR}",
             f"model.train_ds.manifests=[{{path: {c['en_train']}, lang: en}}, {{path: {c['hi_train']}, lang: hi}}]",
             f"model.validation_ds.sets=[{{name: en, path: {c['en_val']}, lang: en}}, {{name: hi, path: {c['hi_val']}, lang: hi}}]",
             "model.train_ds.batch_duration=12", "model.train_ds.num_buckets=1", "trainer.max_steps=2",

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from conftest import MERGED_DIR, ROOT
 
+from demo.common import DEMO_SETTINGS
 from enhi.errors import UserError
 from enhi.resilience import NonFiniteGuard
 
@@ -103,7 +104,7 @@ def test_nan_audio_in_the_real_recipe(standin_nemo, small_corpus, tmp_path):
     only_nan.write_text((json.dumps(nan_line) + "\n") * 8, encoding="utf-8")
 
     def run(manifest, steps):
-        _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+        _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [
             f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}",
             f"model.train_ds.manifests=[{{path: {manifest}, lang: en}}]", "model.train_ds.batch_duration=12",
             "model.train_ds.num_buckets=1", "model.train_ds.shuffle=false", f"trainer.max_steps={steps}", "trainer.val_check_interval=1000",

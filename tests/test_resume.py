@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import MERGED_DIR, ROOT, load_script
 
-from demo.common import HISTORY_FILE
+from demo.common import DEMO_SETTINGS, HISTORY_FILE
 
 pytestmark = pytest.mark.xdist_group("resume")  # on one worker, which builds the shared run once
 SCRIPT = ROOT / "ft_110M_enhi_demo.py"
@@ -27,6 +27,7 @@ STEPS = 6
 def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool) -> list[str]:
     return [
         f"init_from_nemo_model={standin}",
+        *DEMO_SETTINGS,
         f"model.tokenizer.dir={MERGED_DIR}",
         "model.adaptation.new_rows=mean",  # the romanizer's 5 s load per run would test nothing about resuming
         f"bnb_optim={str(bnb).lower()}",

@@ -13,6 +13,7 @@ from conftest import MERGED_DIR, ROOT, run_main
 from omegaconf import OmegaConf
 from test_resume import _losses, _nemo_weights  # TensorBoard's train_loss per step; a run's final weights
 
+from demo.common import DEMO_SETTINGS
 from enhi import shards
 from enhi.errors import UserError
 from enhi.manifest import load_audio, read_manifest
@@ -91,7 +92,7 @@ def test_data_check_reads_sharded_sources_from_metadata_alone(sharded, small_cor
 def _cfg(corpus: dict, train: list[dict], **train_ds):
     from enhi.config import ManifestSpec, NamedSet, load_run_config
 
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.tokenizer.dir={MERGED_DIR}"])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [f"model.tokenizer.dir={MERGED_DIR}"])
     cfg.model.train_ds.manifests = [ManifestSpec(**{k: str(v) if k == "path" else v for k, v in d.items()}) for d in train]
     cfg.model.validation_ds.sets = [NamedSet("en", str(corpus["en_val"]), "en")]
     for k, v in train_ds.items():
@@ -169,7 +170,7 @@ def test_source_settings_are_checked_with_the_config(entry, message):
 
     entry, _, extra = entry.partition("] ")
     with pytest.raises(UserError, match=message):
-        load_run_config({}, ROOT / "ft_110M_enhi.yaml", [f"model.train_ds.manifests=[{entry.rstrip(']')}]", *extra.split()])
+        load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [f"model.train_ds.manifests=[{entry.rstrip(']')}]", *extra.split()])
 
 
 def test_the_command_line_makes_both_kinds_and_prints_the_config_entry(small_corpus, tmp_path, capsys):
@@ -193,6 +194,7 @@ def test_the_command_line_makes_both_kinds_and_prints_the_config_entry(small_cor
 
 def _train_argv(standin_nemo, corpus, sources: str, exp_dir: Path, workers: int, steps: int = 3) -> list[str]:
     return [
+        *DEMO_SETTINGS,
         f"init_from_nemo_model={standin_nemo}", f"model.tokenizer.dir={MERGED_DIR}", "model.adaptation.new_rows=mean",
         f"model.train_ds.manifests={sources}",
         f"model.validation_ds.sets=[{{name: en, path: {corpus['en_val']}, lang: en}}]",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from demo import standin_free
+from demo.common import DEMO_SETTINGS
 
 
 def _ends(callback, step: int) -> bool:
@@ -42,7 +43,7 @@ def test_a_sitting_ended_at_a_checkpoint_then_the_same_command_ends_where_one_si
 
     monkeypatch.setattr(common, "CACHE", tmp_path)  # run folders under tmp_path/runs
     monkeypatch.setattr(standin_free, "EVERY", 2)
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [])
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS)
     stage = standin_free.Stage("t", 6, 1e-3, 2)
     train = [ManifestSpec(str(small_corpus["en_train"]), "en", 0.7), ManifestSpec(str(small_corpus["en_val"]), "en", 0.3)]
     val = [NamedSet("en", str(small_corpus["en_val"]), "en")]

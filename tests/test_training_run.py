@@ -6,11 +6,12 @@ import threading
 
 from conftest import MERGED_DIR, ROOT, assert_averaged
 
+from demo.common import DEMO_SETTINGS
 from enhi.config import load_run_config
 
 
 def _cfg(tmp_path, corpus, max_steps: int):
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", [
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + [
         f"model.tokenizer.dir={MERGED_DIR}",
         f"model.train_ds.manifests=[{{path: {corpus['en_train']}, lang: en}}, {{path: {corpus['hi_train']}, lang: hi}}]",
         f"model.validation_ds.sets=[{{name: en, path: {corpus['en_val']}, lang: en}}, {{name: hi, path: {corpus['hi_val']}, lang: hi}}]",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gpu.common import ROOT, PartLog, Sizes, median, quiet_nemo, sync
+from demo.common import DEMO_SETTINGS
 from enhi.decoding import DEFAULT_DECODER_CUDA_GRAPHS, apply_nemo_workarounds, set_decoder_cuda_graphs
 
 
@@ -150,7 +151,7 @@ def _run_config(sz: Sizes, corpus: dict[str, str], work: Path, name: str, device
     ]
     if sz.batch_duration is not None:
         overrides.append(f"model.train_ds.batch_duration={sz.batch_duration}")
-    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", overrides)
+    _, cfg = load_run_config({}, ROOT / "ft_110M_enhi.yaml", DEMO_SETTINGS + overrides)
     return cfg
 
 

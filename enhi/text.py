@@ -338,10 +338,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--why", action="store_true", help="write `<dropped: reason>` instead of an empty line")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. model.text.hi.digits=drop_utterance")
     args = p.parse_args(argv)
-    from enhi.config import load_yaml
+    from omegaconf import OmegaConf
 
-    cfg = load_yaml(args.config, args.overrides)
-    norm = normalizers(cfg.model.text, {args.lang}, cfg.model.tokenizer.dir)[args.lang]
+    from enhi.errors import UserError
+
+    if not Path(args.config).is_file():
+        raise UserError(f"{args.config}: config file not found; pass --config path/to/file.yaml")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UserError(f"argument {bad[0]!r}: expected key=value, e.g. model.text.{args.lang}.digits=drop_utterance")
+    # Only the two keys this command reads (the run scripts check the whole YAML against enhi/config.py).
+    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
+    text = OmegaConf.to_container(OmegaConf.select(cfg, "model.text", default=None) or OmegaConf.create())
+    tokenizer = OmegaConf.select(cfg, "model.tokenizer.dir", default="en1024_hi256")
+    norm = normalizers(text, {args.lang}, tokenizer)[args.lang]
     for line in sys.stdin:
         r = norm(line.rstrip("\n"))
         sys.stdout.write((r.text if r.text is not None else (f"<dropped: {r.dropped}>" if args.why else "")) + "\n")

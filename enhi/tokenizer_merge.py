@@ -31,6 +31,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,18 +318,24 @@ def _processor(proto: ModelProto) -> spm.SentencePieceProcessor:
 
 
 def training_text(texts: Iterable[str], base: ModelProto) -> list[str]:
-    """New-language text with the characters the base already has blanked out.
+    """New-language text with the characters the base already has blanked out, and tags, joiners, punctuation,
+    symbols and digits too.
 
     Leaving them to the base is what makes every trained piece contain a new character, the condition under
     which English ids provably stay the same (see the module docstring). Text is normalized with the base's
     normalizer first, so e.g. a full-width Latin letter counts as the base letter it becomes.
     """
+    from enhi.text import JOINERS, TAG_RE
+
     sp = _processor(base)
     known = alphabet(base) | {"▁"}
     lines = []
     for text in texts:
+        # Transcripts as corpora write them: tags, joiners, punctuation, symbols and digits are not the language's
+        # letters (enhi.text verbalizes or removes them before training), so no piece is spent on them.
+        text = TAG_RE.sub(" ", "".join(ch for ch in text if ch not in JOINERS))
         normalized = sp.normalize(text)
-        masked = "".join(" " if ch in known else ch for ch in normalized)
+        masked = "".join(" " if ch in known or unicodedata.category(ch)[0] in "PSN" else ch for ch in normalized)
         if masked.strip():
             lines.append(" ".join(masked.split()))
     return lines

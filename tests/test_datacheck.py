@@ -82,7 +82,10 @@ def test_summary_counts_every_warning_per_language(audio, tmp_path):
     text = format_summary(reports)
     assert "| train | hi | 2 | 0.001 | 1.00-2.00 | 16k×2 | 14.29% | hi.json |" in text
     assert "| train | en | 6 |" in text and "8k×1, 16k×5" in text
-    assert f"train/hi: 1 × characters the tokenizer cannot represent (trained as <unk>); first {hi}:2: '中'; top: '中'×2, '文'×1" in text
+    assert f"train/hi: 1 × transcripts as written with characters the tokenizer cannot write; first {hi}:2: '中'; all: '中'×2, '文'×1" in text
+    # the normalizer drops the line it cannot write (another script), never trains it as <unk>
+    assert r_hi.dropped == {"unwritable": 1} and r_hi.unk_after == 0
+    assert f"train/hi: 1 × dropped by model.text.hi (unwritable); first {hi}:2:" in text
     assert f"train/en: 1 × shorter than train_ds.min_duration: dropped from training; first {en}:3: 0.20 s" in text
     assert "validation/en: 1 × multi-channel: averaged to mono on load" in text
 

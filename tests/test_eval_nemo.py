@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, load_script
 
 from enhi.evaluate import error_rates, normalize_text
+from enhi.scoring import score
 
 
 def test_normalization_is_right_for_each_script():
@@ -28,11 +29,14 @@ def test_eval_script_writes_predictions_and_scores(standin_nemo, small_corpus, t
     printed = capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 16 and {r["lang"] for r in rows} == {"en", "hi"}
-    for lang in ("en", "hi"):
+    for lang, scheme in (("en", "whisper"), ("hi", "vistaar")):
         mine = [r for r in rows if r["lang"] == lang]
-        expect = error_rates([r["text"] for r in mine], [r["pred_text"] for r in mine])
+        refs, hyps = [r["text"] for r in mine], [r["pred_text"] for r in mine]
+        expect, std = error_rates(refs, hyps), score(refs, hyps, scheme, lang)
         line = next(ln for ln in printed.splitlines() if ln.split()[:1] == [lang])
-        assert line.split()[2:] == [f"{expect['wer']:.3f}", f"{expect['cer']:.3f}"]
+        assert line.split()[2:] == [f"{expect['wer']:.3f}", f"{expect['cer']:.3f}", scheme, f"{std['wer']:.3f}",
+                                    f"{std['cer']:.3f}"]
+        assert json.loads(printed.strip().splitlines()[-1])[lang] == {"project": expect, scheme: std}
     assert [p.name for p in tmp_path.iterdir()] == ["preds.jsonl"]
 
 

@@ -68,7 +68,8 @@ def test_eval_nemo_reports_hinted_scores_beside_the_plain_ones(mixed_model, smal
     code, stdout, stderr = run_main(ROOT / "eval_nemo.py", ["--model", str(path), "--manifest", str(small_corpus["en_val"]),
                                                             "--out", str(out), "--lang-hint"], capsys)
     assert code == 0, stderr[-2000:]
-    assert stdout.splitlines()[0].split() == ["lang", "utts", "WER", "CER", "WER", "(hint)", "CER", "(hint)"]
+    assert stdout.splitlines()[0].split() == ["lang", "utts", "WER", "CER", "standard", "WER", "CER", "WER", "(hint)",
+                                                 "CER", "(hint)"]
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 8 and all("pred_text_hint" in r and not DEVANAGARI.search(r["pred_text_hint"]) for r in rows)
     assert any(DEVANAGARI.search(r["pred_text"]) for r in rows)  # the hint changed something here

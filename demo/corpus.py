@@ -9,6 +9,12 @@ Variety comes from eSpeak voice variants (`voices/!v/*` in the data dir), speaki
 range. Validation uses voice variants that training never hears (see `VOICES`), so it measures
 generalization to unseen voices rather than memorization of one.
 
+Same plan, same bytes (`render`): eSpeak's noise source (the breathy variants' aspiration) is seeded from
+each utterance's plan entry, and each voice's utterances are spoken in plan order by a fresh process, because
+eSpeak's synthesizer keeps state from one utterance to the next (the same text twice in a row gives two
+different waveforms) that neither re-initialization nor a reseed clears. Nothing synthesized before, in
+another voice or another order, can change an utterance's audio.
+
 Layout written by `build_corpus(out_dir)`:
     out_dir/{en,hi}/{train,val}/*.wav
     out_dir/manifests/{en,hi}_{train,val}.json   (JSON lines: audio_filepath, duration, text, lang, voice)
@@ -25,6 +31,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +44,9 @@ from enhi.atomic import atomic_dir, atomic_file
 from enhi.errors import UserError
 
 SAMPLE_RATE = 16_000
+_ROOT = Path(__file__).resolve().parents[1]  # the repository: `render`'s processes import demo.corpus from it
 # Bump when the output format or synthesis changes in a way the cache key would not otherwise see.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3  # 3: bit-reproducible synthesis (`render`)
 
 # Voice = eSpeak voice name (file under espeak-ng-data/lang, e.g. "en-us"; British English is "en") plus an
 # optional "+variant" from voices/!v. Train and val variants are disjoint: validation voices are unseen.
@@ -91,6 +99,9 @@ class _ESpeak:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_ng_SetRandSeed.restype = None
+        self._libc = ctypes.CDLL(None)  # parts of eSpeak draw from the C library's rand() too
         # Passing the data dir explicitly makes the bundled data win over any system install or ESPEAK_DATA_PATH.
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(),
                                      _espeakINITIALIZE_DONT_EXIT)
@@ -120,8 +131,11 @@ class _ESpeak:
             raise ValueError(f"eSpeak has no voice {base!r} (error {err}); names are files under "
                              f"{self.data_path}/lang, e.g. 'en-us', 'en' (British), 'hi'")
 
-    def synth(self, text: str, name: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+    def synth(self, text: str, name: str, rate: int, pitch: int, pitch_range: int, seed: int | None = None) -> np.ndarray:
         with self.lock:
+            if seed is not None:  # eSpeak seeds its noise from the clock at initialization
+                self.lib.espeak_ng_SetRandSeed(seed)
+                self._libc.srand(seed)
             self.set_voice(name)
             # After the voice: parameters are global and persist, so set all of them on every call.
             for param, value in ((_espeakRATE, rate), (_espeakPITCH, pitch), (_espeakRANGE, pitch_range)):
@@ -184,12 +198,14 @@ def voice_name(lang: str, voice: str) -> str:
 
 
 def synthesize(text: str, lang: str, voice: str = "", rate: int = 170, pitch: int = 50,
-               pitch_range: int = 50) -> np.ndarray:
+               pitch_range: int = 50, seed: int | None = None) -> np.ndarray:
     """Speak `text` with eSpeak NG; return float32 mono audio at 16 kHz in [-1, 1].
 
     `lang` is "en" or "hi" and `voice` as in `voice_name`. `rate` is words per minute (80-450), `pitch`
     and `pitch_range` are eSpeak's 0-100 scales (50 = the voice's default). Leading and trailing silence
-    is trimmed to 0.1 s. Raises ValueError for an unknown voice, RuntimeError if eSpeak fails or is silent.
+    is trimmed to 0.1 s. `seed` fixes eSpeak's noise (else it is seeded from the clock); the audio also depends
+    on what this process synthesized before (module docstring: `render` makes it depend on the plan only).
+    Raises ValueError for an unknown voice, RuntimeError if eSpeak fails or is silent.
     """
     if not 80 <= rate <= 450:
         raise ValueError(f"rate {rate} wpm outside eSpeak's 80-450")
@@ -197,7 +213,7 @@ def synthesize(text: str, lang: str, voice: str = "", rate: int = 170, pitch: in
         if not 0 <= value <= 100:
             raise ValueError(f"{label} {value} outside 0-100")
     engine = _engine()
-    pcm = engine.synth(text, voice_name(lang, voice), int(rate), int(pitch), int(pitch_range))
+    pcm = engine.synth(text, voice_name(lang, voice), int(rate), int(pitch), int(pitch_range), seed)
     if pcm.size == 0 or not np.any(pcm):
         raise RuntimeError(f"eSpeak produced no audio for {text!r} with voice {voice!r}")
     g = math.gcd(SAMPLE_RATE, engine.sample_rate)
@@ -212,6 +228,59 @@ def phonemize(text: str, lang: str, voice: str = "") -> str:
     Devanagari shows no such marker.
     """
     return _engine().phonemes(text, voice_name(lang, voice))
+
+
+def utterance_seed(u: dict[str, Any]) -> int:
+    """eSpeak's noise seed for one planned utterance (text, voice, prosody): its own, whatever else is spoken."""
+    key = json.dumps([u["source"], u["voice"], u["rate"], u["pitch"], u["pitch_range"]], ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _render_voice_main() -> None:
+    """A fresh process's work for `render`: one voice's utterances (JSON on stdin) in order, each seeded, each
+    written to its path; prints seconds per path as JSON."""
+    import sys
+
+    lang, items = json.load(sys.stdin)
+    out = {}
+    for path, u in items:
+        audio = synthesize(u["source"], lang, u["voice"], u["rate"], u["pitch"], u["pitch_range"],
+                           seed=utterance_seed(u))
+        sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16")
+        out[path] = len(audio) / SAMPLE_RATE
+    json.dump(out, sys.stdout)
+
+
+def _render_voice(job: tuple[str, list[tuple[str, dict[str, Any]]]]) -> dict[str, float]:
+    import subprocess
+    import sys
+
+    # A new interpreter (not multiprocessing, which would re-import the caller's main script): eSpeak starts clean.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-c", "from demo.corpus import _render_voice_main; _render_voice_main()"],
+                       input=json.dumps(job, ensure_ascii=False), capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"eSpeak synthesis of voice {job[1][0][1]['voice']!r} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout)
+
+
+def render(items: Sequence[tuple[str | Path, str, dict[str, Any]]], processes: int = 2) -> dict[str, float]:
+    """Synthesize planned utterances `(path, lang, utterance)` into 16 kHz PCM16 WAV files; seconds per path.
+
+    Each voice's utterances go, in the order given, to a new process of their own, seeded per utterance: the
+    bytes depend on the plan alone, not on the order of voices, the number of processes or what ran before.
+    `processes` voices are spoken at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    for path, lang, u in items:
+        groups.setdefault((lang, u["voice"]), []).append((str(path), u))
+    jobs = sorted(((lang, g) for (lang, _), g in groups.items()), key=lambda j: -len(j[1]))  # longest first
+    seconds: dict[str, float] = {}
+    with ThreadPoolExecutor(max(1, processes)) as pool:
+        for done in pool.map(_render_voice, jobs):
+            seconds.update(done)
+    return seconds
 
 
 def _trim(audio: np.ndarray) -> np.ndarray:
@@ -321,24 +390,27 @@ def build_corpus(out_dir: Path, n_train_per_lang: int = 400, n_val_per_lang: int
     seconds: dict[str, dict[str, float]] = {}
     with atomic_dir(out_dir, force=True) as tmp:
         (tmp / "manifests").mkdir()
+        rel = {(lang, split, i): Path(lang, split, f"{lang}_{split}_{i:05d}.wav")
+               for lang in langs for split, utts in plan[lang].items() for i in range(len(utts))}
+        for lang, split, _ in rel:
+            (tmp / lang / split).mkdir(parents=True, exist_ok=True)
+        durations = render([(tmp / r, lang, plan[lang][split][i]) for (lang, split, i), r in rel.items()])
         for lang in langs:
             counts[lang], seconds[lang] = {}, {}
             for split, utts in plan[lang].items():
-                (tmp / lang / split).mkdir(parents=True)
                 lines = []
                 for i, u in enumerate(utts):
-                    audio = synthesize(u["source"], lang, u["voice"], u["rate"], u["pitch"], u["pitch_range"])
-                    rel = Path(lang, split, f"{lang}_{split}_{i:05d}.wav")
-                    sf.write(tmp / rel, audio, SAMPLE_RATE, subtype="PCM_16")
+                    r = rel[lang, split, i]
+                    dur = durations[str(tmp / r)]
                     # Paths name the final location: the temporary folder is renamed onto out_dir at the end.
                     lines.append(json.dumps({
-                        "audio_filepath": str(out_dir / rel),
-                        "duration": round(len(audio) / SAMPLE_RATE, 6),
+                        "audio_filepath": str(out_dir / r),
+                        "duration": round(dur, 6),
                         "text": u["text"],
                         "lang": lang,
                         "voice": u["voice"],
                     }, ensure_ascii=False))
-                    seconds[lang][split] = seconds[lang].get(split, 0.0) + len(audio) / SAMPLE_RATE
+                    seconds[lang][split] = seconds[lang].get(split, 0.0) + dur
                 _manifest_path(tmp, lang, split).write_text("\n".join(lines) + "\n", encoding="utf-8")
                 counts[lang][split] = len(utts)
         summary = {

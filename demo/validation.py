@@ -21,15 +21,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from demo.common import CACHE
 from enhi.atomic import atomic_dir
 
 N_TEMPLATE = 50  # template utterances per language (the first of the corpus's validation split)
 N_FREE = 50  # free utterances per language
 OUT = CACHE / "validation"
-VERSION = 1
+VERSION = 2  # 2: bit-reproducible synthesis (demo.corpus.render)
 
 
 def free_plan(hi_train_texts: list[str], seed: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -59,7 +57,7 @@ def _rows(path: str) -> list[dict]:
 def build(manifests: dict[str, str], out: Path = OUT, seed: int = 0) -> dict[str, Any]:
     """Mixed validation manifests for "en" and "hi" from the corpus's manifests (keys like "en_val",
     "hi_train"), built once into `out` and reused while nothing they depend on changed."""
-    from demo.corpus import SAMPLE_RATE, synthesize
+    from demo.corpus import render
 
     train_texts = {lang: [r["text"] for r in _rows(manifests[f"{lang}_train"])] for lang in ("en", "hi")}
     plan = free_plan(train_texts["hi"], seed)
@@ -77,11 +75,10 @@ def build(manifests: dict[str, str], out: Path = OUT, seed: int = 0) -> dict[str
         for lang, items in plan.items():
             (tmp / lang).mkdir()
             rows = list(templates[lang])
-            for i, u in enumerate(items):
-                audio = synthesize(u["source"], lang, u["voice"], u["rate"], u["pitch"], u["pitch_range"])
-                rel = Path(lang, f"{lang}_free_{i:03d}.wav")
-                sf.write(tmp / rel, audio, SAMPLE_RATE, subtype="PCM_16")
-                rows.append({"audio_filepath": str(out / rel), "duration": round(len(audio) / SAMPLE_RATE, 6),
+            rels = [Path(lang, f"{lang}_free_{i:03d}.wav") for i in range(len(items))]
+            seconds = render([(tmp / rel, lang, u) for rel, u in zip(rels, items, strict=True)])
+            for rel, u in zip(rels, items, strict=True):
+                rows.append({"audio_filepath": str(out / rel), "duration": round(seconds[str(tmp / rel)], 6),
                              "text": u["text"], "lang": lang, "voice": u["voice"]})
             (tmp / f"{lang}_val.json").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

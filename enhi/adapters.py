@@ -93,8 +93,9 @@ class HoldPretrained(EditStepOnRows):
         if not adapters:
             raise ValueError("HoldPretrained needs a model with adapters (enhi.adapters.add_adapters)")
         shared = {id(p) for p, _ in new_rows}
-        # Old rows of the tensors that also hold new rows: everything before the first new row.
-        super().__init__([(p, slice(0, r.start)) for p, r in new_rows])
+        # Old rows of the tensors that also hold new rows: the English tokens before the new rows, and the blank
+        # and TDT durations after them.
+        super().__init__([(p, rows) for p, r in new_rows for rows in (slice(0, r.start), slice(r.stop, None))])
         for p in model.parameters():
             if id(p) not in adapters and id(p) not in shared:
                 p.requires_grad_(False)

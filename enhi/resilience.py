@@ -264,7 +264,10 @@ class RankAgreement(pl.Callback):
         self.digests[when] = mine
         if trainer.is_global_zero:
             what = "parameters and buffers" if buffers else "parameters"
-            print(f"[ddp] {trainer.world_size} ranks hold identical {what} {when} (sha256 {mine[:16]})", flush=True)
+            # At start also the parameters alone: comparable with the end's, to show the ranks trained.
+            params = f"; parameters {weights_digest(pl_module, False)[:16]}" if buffers else ""
+            print(f"[ddp] {trainer.world_size} ranks hold identical {what} {when} (sha256 {mine[:16]}{params})",
+                  flush=True)
 
     def setup(self, trainer, pl_module, stage: str) -> None:  # process group up, model not yet wrapped
         self._check(trainer, pl_module, "at start", buffers=True)

@@ -129,6 +129,7 @@ def test_training_holds_every_pretrained_weight_and_stock_nemo_and_onnx_run_it(s
     model = _adapted(cfg)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     configure_model(model, cfg, bnb_optim=False)
+    adapters_at_start = {n: p.detach().clone() for n, p in adapter_parameters(model)}
     fit(model, cfg, eval_at_start=False)
     end = model.state_dict()
     rows = {id(p): r for p, r in new_token_rows(model)}
@@ -136,9 +137,10 @@ def test_training_holds_every_pretrained_weight_and_stock_nemo_and_onnx_run_it(s
     for name, p in model.named_parameters():
         if name not in start:
             continue
-        if id(p) in rows:  # old rows held, new rows learned
+        if id(p) in rows:  # old rows held (English tokens before the new rows; blank and durations after), new learned
             r = rows[id(p)]
             assert torch.equal(p.detach()[: r.start], start[name][: r.start]), name
+            assert torch.equal(p.detach()[r.stop:], start[name][r.stop:]), f"{name}: blank/duration rows moved"
             assert not torch.equal(p.detach()[r], start[name][r]), name
         else:
             assert name not in moved, name
@@ -146,7 +148,10 @@ def test_training_holds_every_pretrained_weight_and_stock_nemo_and_onnx_run_it(s
         if "running_" in k:
             assert torch.equal(end[k], v), k
     adapters = adapter_parameters(model)
-    assert adapters and all(p.abs().sum() > 0 for n, p in adapters if n.endswith("module.1.weight"))
+    # every adapter tensor learned (compared with itself at the start of training, not with zero)
+    assert adapters and [n for n, p in adapters if torch.equal(p.detach(), adapters_at_start[n])] == []
+    joint_out = model.joint.joint_net[-1].weight
+    assert joint_out.shape[0] > rows[id(joint_out)].stop  # the joint has rows after the new ones to hold
 
     (final,) = (tmp_path / "run").rglob("*.nemo")
     audio = [e.audio_filepath for e in read_manifest(small_corpus["en_val"])][:3]

@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import MERGED_DIR, ROOT
 from omegaconf import OmegaConf
 
@@ -40,14 +41,15 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    start = re.findall(r"\[ddp\] 2 ranks hold identical parameters and buffers at start \(sha256 (\w+)\)", r.stdout)
+    start = re.findall(r"\[ddp\] 2 ranks hold identical parameters and buffers at start \(sha256 \w+; parameters (\w+)\)",
+                       r.stdout)
     end = re.findall(r"\[ddp\] 2 ranks hold identical parameters at end \(sha256 (\w+)\)", r.stdout)
     assert len(start) == 1 and len(end) == 1, r.stdout[-3000:]  # printed by rank 0 only
     from enhi.resilience import weights_digest
     from enhi.training import load_model
 
-    initial = load_model(OmegaConf.create({"init_from_nemo_model": str(standin_nemo), "init_from_pretrained_model": None}))
-    assert weights_digest(initial, buffers=False)[:16] != end[0]  # the ranks trained, and stayed together
+    # The same (adapted, converted) parameters at start and at end: the ranks trained, and stayed together.
+    assert start[0] != end[0]
 
     # The .nemo rank 0 wrote holds exactly the parameters both ranks agreed on at the end.
     run = tmp_path / "ddp"
@@ -61,3 +63,31 @@ def test_two_process_gloo_run_keeps_ranks_identical(standin_nemo, small_corpus, 
     assert (run / "fisher.pt").is_file()  # computed once, by rank 0
     names = [p.name for p in run.rglob("*")]
     assert not [n for n in names if re.search(r"rank-?1|rank_1", n)], names
+
+
+class _Trainer:
+    world_size, is_global_zero = 2, True
+
+
+@pytest.mark.parametrize("other", ["same", "differs"])
+def test_rank_agreement_stops_a_run_whose_ranks_differ(other, monkeypatch, capsys):
+    """RankAgreement's check driven with a second rank's digest: equal passes and prints, different stops the run."""
+    import torch
+
+    from enhi.resilience import RankAgreement, weights_digest
+
+    model = torch.nn.Linear(3, 2)
+    mine = weights_digest(model, True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+
+    def gather(out, obj):
+        out[0], out[1] = obj, obj if other == "same" else "f" * 64
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    check = RankAgreement()
+    if other == "same":
+        check.setup(_Trainer(), model, "fit")
+        assert f"2 ranks hold identical parameters and buffers at start (sha256 {mine[:16]}" in capsys.readouterr().out
+    else:
+        with pytest.raises(RuntimeError, match="DDP ranks hold different weights at start"):
+            check.setup(_Trainer(), model, "fit")

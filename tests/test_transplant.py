@@ -10,7 +10,7 @@ import torch
 from conftest import HI_DIR, MERGED_DIR
 
 from enhi.errors import UserError
-from enhi.evaluate import batch_losses, transcribe_audio
+from enhi.evaluate import batch_losses, error_rates, transcribe_audio
 from enhi.manifest import load_audio, read_manifest
 from enhi.tiny_model import build_parakeet_model
 from enhi.transplant import NEW_TOKEN_MASS_BOUND, DeviceDispatchTDTLoss, VocabLayout, change_vocabulary
@@ -152,17 +152,31 @@ def test_zero_regression_at_step_0_on_english_speech(small_corpus, new_rows):
             assert abs(la[k] - lb[k]) < 1e-3, (k, la[k], lb[k])
     if new_rows == "romanized":
         return
-    # Without the transplant the same model forgets English entirely.
+    # Without the transplant the same model forgets English entirely: no transcript of the original survives and
+    # the WER passes 1 (the demo's plain arm at step 0: 7.4), where the original scores about 0.5.
     plain = _restore(SHIPPED)
     change_vocabulary(plain, str(MERGED_DIR), transplant=False)
-    assert transcribe_audio(plain, audio, decoder="tdt") != transcribe_audio(original, audio, decoder="tdt")
+    forgot = transcribe_audio(plain, audio, decoder="tdt")
+    kept = transcribe_audio(original, audio, decoder="tdt")
+    assert not any(f == k for f, k in zip(forgot, kept, strict=True) if k.strip())
+    assert error_rates(texts, forgot)["wer"] > 1.0 > 2 * error_rates(texts, kept)["wer"]
 
 
 def test_cpu_tdt_loss_trains_the_adapted_model(standin_nemo, small_corpus):
     from conftest import train_briefly
 
-    model = _restore(standin_nemo)
-    change_vocabulary(model, str(MERGED_DIR), transplant=True)
-    losses = train_briefly(model, small_corpus["hi_train"], steps=8, batch=6)
-    assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < losses[0]
+    entries = read_manifest(small_corpus["hi_train"])[:6]
+    audio, texts = [load_audio(e.audio_filepath) for e in entries], [e.text for e in entries]
+
+    def trained(lr: float) -> float:
+        """The loss on one fixed batch after 8 steps at `lr`."""
+        model = _restore(standin_nemo)
+        change_vocabulary(model, str(MERGED_DIR), transplant=True)
+        losses = train_briefly(model, small_corpus["hi_train"], steps=8, batch=6, lr=lr)
+        assert all(torch.isfinite(torch.tensor(losses)))
+        random.seed(0)  # NeMo's TDT loss draws its omega branch at random: the same draw for both
+        return batch_losses(model, audio, texts)["total"]
+
+    # Against the same loop at lr 0 (the steps then only move BatchNorm's running statistics): the gradient
+    # steps lower the loss on the same batch (the same loop at lr 0 against itself fails this, by construction).
+    assert trained(3e-3) < 0.9 * trained(0.0)  # 87.6 against 109.7 when written

@@ -6,9 +6,11 @@ r"""Evaluate any .nemo on any manifests: predictions as JSON lines, WER and CER 
     uv run eval_nemo.py --score predictions.jsonl        # re-score a predictions file, no model needed
 
 Utterances are grouped by their manifest's `lang` field (else by manifest file name). Each language gets the
-project's score (NFC, joiners deleted, punctuation to spaces, Latin lower-cased) and its benchmark score:
-Vistaar's for Indic languages, the Open ASR Leaderboard's (Whisper's English normalizer) for English
-(enhi/scoring.py). The last line printed is one JSON object {lang: {scheme: {"wer": w, "cer": c}}}.
+project's score, as training validation computes it (references as training text per the YAML's model.text,
+then NFC, punctuation to spaces, Latin lower-cased; utterances the settings drop are not scored), and its
+benchmark score on the manifest's own references: Vistaar's for Indic languages, the Open ASR Leaderboard's
+(Whisper's English normalizer) for English (enhi/scoring.py). Predictions carry both references (`text`,
+`raw_text`). The last line printed is one JSON object {lang: {scheme: {"wer": w, "cer": c}}}.
 
 --lang-hint also decodes each group with only its language's tokens (`en`: the base model's pieces; any other
 `lang`: the new pieces and the script-free shared ones; enhi/lang_hint.py) and reports both scores side by
@@ -34,6 +36,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--manifest", action="append", help="a NeMo manifest; repeat for several")
     p.add_argument("--out", help="predictions, JSON lines (written whole or not at all)")
     p.add_argument("--score", metavar="PREDS.jsonl", help="re-score a predictions file (text, pred_text, lang) instead")
+    p.add_argument("--config", default="ft_110M_enhi.yaml", help="the run YAML whose model.text makes the references")
     p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lang-hint", action="store_true", help="also decode each language with its own tokens only")
@@ -44,7 +47,7 @@ def main(argv: list[str]) -> None:
     from enhi.scoring import read_predictions, schemes_for, score_all
 
     if args.score:
-        scores = {lang: score_all(refs, hyps, lang) for lang, (refs, hyps) in read_predictions(args.score).items()}
+        scores = {lang: score_all(refs, hyps, lang, raw) for lang, (refs, hyps, raw) in read_predictions(args.score).items()}
         print(f"{'lang':>8} {'scheme':>8} {'WER':>7} {'CER':>7}")
         for lang, by_scheme in scores.items():
             print("\n".join(f"{lang:>8} {s:>8} {r['wer']:>7.3f} {r['cer']:>7.3f}" for s, r in by_scheme.items()))
@@ -57,24 +60,35 @@ def main(argv: list[str]) -> None:
     from enhi.evaluate import transcribe_entries
     from enhi.lang_hint import restricted_to
     from enhi.manifest import read_manifest
+    from enhi.text import normalized_entries, normalizers, text_settings_from_yaml
     from enhi.training import load_nemo_file
 
+    text_cfg, tokenizer = text_settings_from_yaml(args.config)
     groups: dict[str, list] = {}
     for path in args.manifest:
         for e in read_manifest(path):
             groups.setdefault(e.lang or Path(path).stem, []).append(e)
     model = load_nemo_file(args.model, decoder_cuda_graphs=args.decoder_cuda_graphs)
+    # References as training made them, whatever the model under test can write (the YAML's tokenizer)
+    norms = normalizers(text_cfg, set(groups), tokenizer)
+    for lang in groups:
+        groups[lang], dropped = normalized_entries(groups[lang], norms[lang])
+        if dropped:
+            print(f"{lang}: {sum(dropped.values())} utterances not scored, dropped by model.text.{lang} ("
+                  + ", ".join(f"{k} {n}" for k, n in dropped.most_common()) + ")")
+    groups = {lang: entries for lang, entries in groups.items() if entries}
 
     rows, table, scores = [], [], {}
     for lang, entries in groups.items():
         hyps = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang} ({len(entries)} utterances)")
-        scores[lang] = score_all([e.text for e in entries], hyps, lang)
+        scores[lang] = score_all([e.text for e in entries], hyps, lang, [e.raw_text for e in entries])
         r = scores[lang]["project"]
         std = schemes_for(lang)[1:]
         line = f"{lang:>8} {len(entries):>6} {r['wer']:>7.3f} {r['cer']:>7.3f}"
         line += (f" {std[0]:>8} {scores[lang][std[0]]['wer']:>7.3f} {scores[lang][std[0]]['cer']:>7.3f}" if std
                  else f" {'-':>8} {'-':>7} {'-':>7}")
-        preds = [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
+        preds = [{"audio_filepath": e.audio_filepath, "lang": lang, "text": e.text, "raw_text": e.raw_text,
+                  "pred_text": h} for e, h in zip(entries, hyps, strict=True)]
         if args.lang_hint:
             with restricted_to(model, lang):
                 hinted = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang}, hint")

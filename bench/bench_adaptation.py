@@ -149,6 +149,7 @@ def _digest(path: Path, text: bool = False) -> str:
 def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin: Path) -> list[str]:
     from demo import pipeline, validation
     from demo.common import CACHE
+    from demo.corpus import CORPUS_VERSION
 
     return [
         *[_expand(o, config) for o in ARMS[arm][1]],
@@ -168,6 +169,7 @@ def _settings(arm: str, seed: int, steps: int, every: int, config: Path, standin
         # The manifests' paths stay put when the corpus text changes; its plan hash does not.
         f"# demo corpus plan {json.loads((pipeline.CORPUS / 'corpus_info.json').read_text())['params']['plan_sha256'][:16]}",
         f"# validation sets {json.loads((validation.OUT / 'validation_info.json').read_text())['key'][:16]}",
+        f"# corpus version {CORPUS_VERSION}",  # the synthesis (demo.corpus.render), which the plan hash does not see
     ]
 
 
@@ -216,9 +218,19 @@ def _step_s(rs: list[dict]) -> str:
     return f"{statistics.median(timed):.3f} ({len(timed)})" if timed else "-"
 
 
+def on_current_corpus(rs: list[dict]) -> bool:
+    """Whether every run of an arm was measured on this corpus version (older runs stay in the table, marked)."""
+    from demo.corpus import CORPUS_VERSION
+
+    return all(f"# corpus version {CORPUS_VERSION}" in r["settings"] for r in rs)
+
+
 def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) -> str:
     def out_of_mute(h: list[dict]) -> float:
         return next((p["step"] for p in h if p["val_hi_cer"] < MUTE_CER), math.inf)
+
+    def name(arm: str) -> str:
+        return arm if on_current_corpus(runs[arm]) else f"{arm} †"
 
     lines = [
         f"Stand-in before adaptation: English WER {standin_en_wer:.3f}. Mean ± standard deviation over seeds.",
@@ -229,7 +241,7 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
     for arm, rs in runs.items():
         hs = [r["history"] for r in rs]
         lines.append(
-            f"| {arm} | {len(rs)} | {_mean_sd([out_of_mute(h) for h in hs], steps)} "
+            f"| {name(arm)} | {len(rs)} | {_mean_sd([out_of_mute(h) for h in hs], steps)} "
             f"| {_mean_sd([max(p['val_en_wer'] for p in h) - standin_en_wer for h in hs])} "
             f"| {_mean_sd([h[-1]['val_en_wer'] for h in hs])} | {_mean_sd([h[-1]['val_hi_cer'] for h in hs])} "
             f"| {_mean_sd([h[-1].get('val_hi_ctc_cer', math.nan) for h in hs])} | {_step_s(rs)} | {ARMS[arm][0]} |"
@@ -243,9 +255,13 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
             en = statistics.mean(r["history"][i]["val_en_wer"] for r in rs)
             hi = statistics.mean(r["history"][i]["val_hi_cer"] for r in rs)
             cells.append(f"{en:.3f} / {hi:.3f}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name(arm)} | " + " | ".join(cells) + " |")
     lines += ["", "median step s: median over the timed seeds (their count in brackets) of each run's median training "
               "step, validation steps left out; runs stored before step times were recorded show -."]
+    if not all(on_current_corpus(rs) for rs in runs.values()):
+        lines += ["", "† measured on the previous corpus (version 2, whose breathy eSpeak voices differed from run to "
+                  "run and whose validation audio differs from today's) and not rerun: compare these arms with each "
+                  "other, not with the stand-in line above or with the unmarked arms."]
     if "recipe" in runs and "plain" in runs:
         lines += ["", *targets(runs["recipe"], runs["plain"], standin_en_wer)]
     return "\n".join(lines)
@@ -336,10 +352,10 @@ def main() -> None:
 
     config, standin = _demo_config()
     runs: dict[str, list[dict]] = {}
-    for arm in args.arms:
+    for arm in ARMS:  # the chosen arms run (or are reused); every other stored arm stays in the table as stored
         for seed in args.seeds:
             stored = RUNS / f"{arm}__seed{seed}.json"
-            if args.report_only:
+            if args.report_only or arm not in args.arms:
                 if stored.is_file():
                     runs.setdefault(arm, []).append(json.loads(stored.read_text()))
                 continue

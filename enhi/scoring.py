@@ -135,14 +135,18 @@ def score(refs: Sequence[str], hyps: Sequence[str], scheme: str, lang: str) -> d
     return _jiwer_rates([r for r, _ in pairs], [h for _, h in pairs])
 
 
-def score_all(refs: Sequence[str], hyps: Sequence[str], lang: str) -> dict[str, dict[str, float]]:
-    """{scheme: {"wer", "cer"}} for the project's scheme and the language's standard one."""
-    return {s: score(refs, hyps, s, lang) for s in schemes_for(lang)}
+def score_all(refs: Sequence[str], hyps: Sequence[str], lang: str, raw_refs: Sequence[str] | None = None
+              ) -> dict[str, dict[str, float]]:
+    """{scheme: {"wer", "cer"}} for the project's scheme (against `refs`, the training text) and the language's
+    standard one (against `raw_refs`, the manifest's own references, as a benchmark scores them; default `refs`)."""
+    raw = refs if raw_refs is None else raw_refs
+    return {s: score(refs if s == "project" else raw, hyps, s, lang) for s in schemes_for(lang)}
 
 
-def read_predictions(path: str) -> dict[str, tuple[list[str], list[str]]]:
-    """A predictions file (JSON lines with `text`, `pred_text`, `lang`, as eval_nemo.py writes them) as
-    {lang: (references, hypotheses)}; a malformed line is a `UserError` naming the file and line."""
+def read_predictions(path: str) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """A predictions file (JSON lines with `text`, `pred_text`, `lang` and optionally `raw_text`, as eval_nemo.py
+    writes them) as {lang: (references, hypotheses, raw references)}; a malformed line is a `UserError` naming
+    the file and line."""
     import json
     from pathlib import Path
 
@@ -150,7 +154,7 @@ def read_predictions(path: str) -> dict[str, tuple[list[str], list[str]]]:
 
     if not Path(path).is_file():
         raise UserError(f"{path}: predictions file not found; eval_nemo.py --out writes one")
-    groups: dict[str, tuple[list[str], list[str]]] = {}
+    groups: dict[str, tuple[list[str], list[str], list[str]]] = {}
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -162,9 +166,10 @@ def read_predictions(path: str) -> dict[str, tuple[list[str], list[str]]]:
             missing = [k for k in ("text", "pred_text", "lang") if not isinstance(row, dict) or k not in row]
             if missing:
                 raise UserError(f"{path}:{n}: missing {', '.join(missing)}; each line needs text, pred_text and lang")
-            refs, hyps = groups.setdefault(str(row["lang"]), ([], []))
+            refs, hyps, raw = groups.setdefault(str(row["lang"]), ([], [], []))
             refs.append(str(row["text"]))
             hyps.append(str(row["pred_text"]))
+            raw.append(str(row.get("raw_text", row["text"])))
     if not groups:
         raise UserError(f"{path}: no predictions in the file")
     return groups

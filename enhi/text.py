@@ -152,21 +152,29 @@ class Writable:
     A merged folder's `merge_report.json` says how many pieces the base (English) had: those are the base
     language's, the rest the new language's. Without it every piece counts as every language's."""
 
-    def __init__(self, tokenizer_dir: str | Path):
+    def __init__(self, sp, base_size: int | None = None):
+        """`sp`: a SentencePieceProcessor; `base_size`: how many of its first pieces are the base language's (None:
+        every piece is every language's)."""
+        self.sp = sp
+        n = sp.get_piece_size()
+        base = n if base_size is None else int(base_size)
+        normal = [i for i in range(n) if not (sp.is_unknown(i) or sp.is_control(i))]
+        marks = {i: {c for c in sp.id_to_piece(i) if _is_mark(c) and c != "▁"} for i in normal}
+        self.base_marks = frozenset(c for i in normal if i < base for c in marks[i])
+        self.new_marks = frozenset(c for i in normal if i >= base or base == n for c in marks[i])
+        self._cache: dict[str, bool] = {}
+
+    @classmethod
+    def of_folder(cls, tokenizer_dir: str | Path) -> Writable:
+        """A NeMo tokenizer folder; a merged one's `merge_report.json` gives the base size."""
         import json
 
         import sentencepiece as spm
 
         folder = Path(tokenizer_dir)
-        self.sp = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
-        n = self.sp.get_piece_size()
         report = folder / "merge_report.json"
-        base = json.loads(report.read_text(encoding="utf-8"))["base"]["size"] if report.is_file() else n
-        normal = [i for i in range(n) if not (self.sp.is_unknown(i) or self.sp.is_control(i))]
-        marks = {i: {c for c in self.sp.id_to_piece(i) if _is_mark(c) and c != "▁"} for i in normal}
-        self.base_marks = frozenset(c for i in normal if i < base for c in marks[i])
-        self.new_marks = frozenset(c for i in normal if i >= base or base == n for c in marks[i])
-        self._cache: dict[str, bool] = {}
+        base = json.loads(report.read_text(encoding="utf-8"))["base"]["size"] if report.is_file() else None
+        return cls(spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")), base)
 
     def marks(self, lang: str) -> frozenset[str]:
         return self.base_marks if lang == BASE_LANG else self.new_marks
@@ -179,7 +187,7 @@ class Writable:
 
 @functools.cache
 def _writable(tokenizer_dir: str) -> Writable:
-    return Writable(tokenizer_dir)
+    return Writable.of_folder(tokenizer_dir)
 
 
 DEFAULTS: dict[str, str] = {k: v[0] for k, v in CHOICES.items()}
@@ -204,10 +212,11 @@ def check_text_settings(lang: str, settings: Mapping[str, Any], where: str = "")
 class TextNormalizer:
     """The training text of one language (module docstring); `normalizer(text)` gives a `Normalized`."""
 
-    def __init__(self, lang: str, tokenizer_dir: str | Path, settings: Mapping[str, Any] | None = None):
+    def __init__(self, lang: str, tokenizer: str | Path | Writable, settings: Mapping[str, Any] | None = None):
+        """`tokenizer`: a NeMo tokenizer folder, or a `Writable`."""
         self.lang = lang
         self.settings = check_text_settings(lang, settings or {})
-        self.writable = _writable(str(tokenizer_dir))
+        self.writable = tokenizer if isinstance(tokenizer, Writable) else _writable(str(tokenizer))
         s = self.settings
         keep = {"auto": self.writable.marks(lang), "strip": frozenset(), "keep": None}[s["punctuation"]]
         self._keep_marks = keep  # None: every mark kept as written
@@ -261,11 +270,11 @@ class TextNormalizer:
         return "" if MARK_EQUIVALENTS.get(c, c) == "'" else " "  # an apostrophe joins what it stood between
 
 
-def normalizers(text_cfg: Mapping[str, Any] | None, langs: set[str] | list[str], tokenizer_dir: str | Path
+def normalizers(text_cfg: Mapping[str, Any] | None, langs: set[str] | list[str], tokenizer: str | Path | Writable
                 ) -> dict[str, TextNormalizer]:
     """One normalizer per language, from the YAML's `model.text` (a language it does not name gets the defaults)."""
     text_cfg = dict(text_cfg or {})
-    return {lang: TextNormalizer(lang, tokenizer_dir, text_cfg.get(lang)) for lang in sorted(langs)}
+    return {lang: TextNormalizer(lang, tokenizer, text_cfg.get(lang)) for lang in sorted(langs)}
 
 
 def normalized_entries(entries: Sequence[ManifestEntry], norm: TextNormalizer) -> tuple[list[ManifestEntry], Counter]:
@@ -329,6 +338,23 @@ def settings_record(norms: Mapping[str, TextNormalizer]) -> dict[str, dict[str, 
     return out
 
 
+def text_settings_from_yaml(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+    """(`model.text`, `model.tokenizer.dir`) of a run YAML with `key=value` overrides, read without the whole
+    config's checks (the run scripts make those against enhi/config.py)."""
+    from omegaconf import OmegaConf
+
+    from enhi.errors import UserError
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: config file not found; pass the run's YAML (its model.text applies)")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise UserError(f"argument {bad[0]!r}: expected key=value, e.g. model.text.hi.digits=drop_utterance")
+    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+    text = OmegaConf.to_container(OmegaConf.select(cfg, "model.text", default=None) or OmegaConf.create())
+    return text, str(OmegaConf.select(cfg, "model.tokenizer.dir", default="en1024_hi256"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m enhi.text --lang hi`: stdin lines -> normalized lines (an empty line for a dropped utterance)."""
     p = argparse.ArgumentParser(prog="python -m enhi.text", description=__doc__.split("\n\n")[0],
@@ -338,19 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--why", action="store_true", help="write `<dropped: reason>` instead of an empty line")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. model.text.hi.digits=drop_utterance")
     args = p.parse_args(argv)
-    from omegaconf import OmegaConf
-
-    from enhi.errors import UserError
-
-    if not Path(args.config).is_file():
-        raise UserError(f"{args.config}: config file not found; pass --config path/to/file.yaml")
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        raise UserError(f"argument {bad[0]!r}: expected key=value, e.g. model.text.{args.lang}.digits=drop_utterance")
-    # Only the two keys this command reads (the run scripts check the whole YAML against enhi/config.py).
-    cfg = OmegaConf.merge(OmegaConf.load(args.config), OmegaConf.from_dotlist(args.overrides))
-    text = OmegaConf.to_container(OmegaConf.select(cfg, "model.text", default=None) or OmegaConf.create())
-    tokenizer = OmegaConf.select(cfg, "model.tokenizer.dir", default="en1024_hi256")
+    text, tokenizer = text_settings_from_yaml(args.config, args.overrides)
     norm = normalizers(text, {args.lang}, tokenizer)[args.lang]
     for line in sys.stdin:
         r = norm(line.rstrip("\n"))

@@ -7,9 +7,13 @@ import pytest
 from bench.bench_adaptation import summarize, targets
 
 
-def _run(en: list[float], hi: list[float]) -> dict:
+def _run(en: list[float], hi: list[float], corpus_version: int | None = None) -> dict:
+    from demo.corpus import CORPUS_VERSION
+
+    version = CORPUS_VERSION if corpus_version is None else corpus_version
     return {"history": [{"step": 100 * i, "val_en_wer": e, "val_hi_cer": h, "val_hi_ctc_cer": h}
-                        for i, (e, h) in enumerate(zip(en, hi, strict=True))]}
+                        for i, (e, h) in enumerate(zip(en, hi, strict=True))],
+            "settings": ["seed=0", f"# corpus version {version}"] if version >= 3 else ["seed=0"]}
 
 
 def test_targets_are_judged_on_the_means_over_seeds():
@@ -49,6 +53,15 @@ def test_table_keeps_every_arm_and_says_when_a_seed_never_left_the_mute_stage():
     assert "| 3 | 200 ± 0 |" in rows["plain"]
     assert "| 3 | > 400 in 2/3 seeds, else 200 |" in rows["transplant_mean"]
     assert "0.140 ± 0.000" in rows["transplant_mean"]  # the English dip, worst minus the stand-in's
+    assert "†" not in table  # every arm measured on this corpus
+
+
+def test_arms_measured_on_the_previous_corpus_stay_in_the_table_marked():
+    old = _run([0.06, 0.2, 0.2, 0.2, 0.2], [1.0, 0.8, 0.7, 0.6, 0.5], corpus_version=2)
+    table = summarize({"plain": [_run([5.0, 0.9, 0.8, 0.7, 0.7], [9.0, 0.95, 0.85, 0.8, 0.75])] * 3,
+                       "replay": [old] * 3}, standin_en_wer=0.06, steps=400)
+    assert "| replay † | 3 |" in table and "| plain | 3 |" in table and "| replay † | 0.060 / 1.000" in table
+    assert "† measured on the previous corpus (version 2" in table
 
 
 def test_an_english_share_arm_reweights_the_prepared_manifests_through_the_scripts_own_config_loader(tmp_path):

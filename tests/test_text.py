@@ -209,6 +209,13 @@ def test_eval_nemo_rescores_a_predictions_file(tmp_path, capsys):
     en_refs, en_hyps = zip(*EN_PAIRS, strict=True)
     assert last == {"hi": score_all(hi_refs, hi_hyps, "hi"), "en": score_all(en_refs, en_hyps, "en")}
     assert set(last["hi"]) == {"project", "vistaar"} and set(last["en"]) == {"project", "whisper"}
+    # with the manifest's own reference beside the training text: the project scores the one, Vistaar the other
+    (tmp_path / "raw.jsonl").write_text(json.dumps({"text": "दो हज़ार चौबीस", "raw_text": "२०२४", "lang": "hi",
+                                                    "pred_text": "दो हज़ार चौबीस"}, ensure_ascii=False) + "\n",
+                                        encoding="utf-8")
+    code, out, _ = run_main(ROOT / "eval_nemo.py", ["--score", str(tmp_path / "raw.jsonl")], capsys)
+    assert json.loads(out.strip().splitlines()[-1])["hi"] == {"project": {"wer": 0.0, "cer": 0.0},
+                                                             "vistaar": {"wer": 3.0, "cer": 3.5}}
     (tmp_path / "bad.jsonl").write_text('{"text": "x", "pred_text": "y"}\n', encoding="utf-8")
     code, _, err = run_main(ROOT / "eval_nemo.py", ["--score", str(tmp_path / "bad.jsonl")], capsys)
     assert code == 2 and "bad.jsonl:1: missing lang" in err

@@ -352,12 +352,13 @@ def main() -> None:
 
     config, standin = _demo_config()
     runs: dict[str, list[dict]] = {}
+    same_standin = f"# stand-in sha256 {_digest(standin)}"  # runs from another stand-in belong to another table
     for arm in ARMS:  # the chosen arms run (or are reused); every other stored arm stays in the table as stored
         for seed in args.seeds:
             stored = RUNS / f"{arm}__seed{seed}.json"
             if args.report_only or arm not in args.arms:
-                if stored.is_file():
-                    runs.setdefault(arm, []).append(json.loads(stored.read_text()))
+                if stored.is_file() and same_standin in (r := json.loads(stored.read_text()))["settings"]:
+                    runs.setdefault(arm, []).append(r)
                 continue
             runs.setdefault(arm, []).append(run(arm, seed, args.steps, args.every, config, standin, args.rerun))
     from omegaconf import OmegaConf

@@ -36,7 +36,7 @@ def main(argv: list[str]) -> dict:
     from lightning.pytorch import seed_everything
 
     from demo import pipeline as demo
-    from demo.common import history_path
+    from demo.common import DEMO_SETTINGS, history_path
     from enhi.datacheck import check_data
     from enhi.training import configure_model, evaluate_test_sets, fit, load_model, save_model
     from enhi.transplant import change_vocabulary
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> dict:
         show_library_logs()
     offline_demo = not (cfg.init_from_pretrained_model or cfg.init_from_nemo_model)
     if offline_demo:  # CPU-sized settings (demo/common.py) under the command line's; corpus, stand-in, tokenizer
-        _, cfg = load_run_config(sw, sw["config"], [*demo.DEMO_SETTINGS, *argv])
+        _, cfg = load_run_config(sw, sw["config"], [*DEMO_SETTINGS, *argv])
         cfg = demo.prepare(cfg, retrain_standin=sw["retrain_standin"])  # all cached under demo_cache/
     if not sw["adapt_only"]:
         check_data(cfg)  # every manifest and audio header, before any model is loaded or folder written

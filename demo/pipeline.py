@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from demo import standin, standin_free, validation
-from demo.common import CACHE, DEMO_SETTINGS, N_VAL, TOKENIZERS, run_config  # noqa: F401 (DEMO_SETTINGS: the script's)
+from demo.common import CACHE, N_VAL, TOKENIZERS, run_config
 from enhi.atomic import atomic_file
 from enhi.config import ManifestSpec, NamedSet
 from enhi.console import phase

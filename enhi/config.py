@@ -120,7 +120,7 @@ class LangText:
     """How one language's transcripts become training text (enhi/text.py applies them, in its docstring's order)."""
 
     punctuation: str = TEXT_DEFAULTS["punctuation"]  # auto: marks the language's own pieces write | strip | keep
-    digits: str = TEXT_DEFAULTS["digits"]  # verbalize | drop_utterance | keep (trained as <unk>)
+    digits: str = TEXT_DEFAULTS["digits"]  # verbalize | drop_utterance | keep (digits the tokenizer writes)
     tags: str = TEXT_DEFAULTS["tags"]  # strip | keep: [noise], <laugh>, any [...] or <...>
     unintelligible: str = TEXT_DEFAULTS["unintelligible"]  # drop_utterance | strip: <unintelligible>, [inaudible]
     latin: str = TEXT_DEFAULTS["latin"]  # Latin words in a non-Latin language: keep | strip | drop_utterance

@@ -27,35 +27,41 @@ class ManifestEntry:
     raw_text: str | None = None  # the manifest's own transcript when `text` was normalized for training (enhi.text)
 
 
+def json_lines(path: Path):
+    """(line number, value) for each non-blank line of a JSON-lines file; a line that is not JSON is a
+    `UserError` naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+
+
 def read_manifest(path: str | os.PathLike, check_audio: bool = True) -> list[ManifestEntry]:
     """All entries of a manifest; relative audio paths are resolved against the manifest's folder."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: manifest not found; check the path in the YAML or on the command line")
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(item, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object with audio_filepath, duration and text")
-            missing = [k for k in ("audio_filepath", "duration", "text") if k not in item]
-            if missing:
-                raise UserError(f"{path}:{n}: missing field(s) {', '.join(missing)}; each line needs audio_filepath, duration and text")
-            audio = Path(item["audio_filepath"])
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            if check_audio and not audio.is_file():
-                raise UserError(f"{path}:{n}: audio file {audio} not found; fix audio_filepath or remove the line")
-            try:
-                duration = float(item["duration"])
-            except (TypeError, ValueError):
-                raise UserError(f"{path}:{n}: duration {item['duration']!r} is not a number") from None
-            entries.append(ManifestEntry(str(audio), duration, str(item["text"]), item.get("lang")))
+    for n, item in json_lines(path):
+        if not isinstance(item, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object with audio_filepath, duration and text")
+        missing = [k for k in ("audio_filepath", "duration", "text") if k not in item]
+        if missing:
+            raise UserError(f"{path}:{n}: missing field(s) {', '.join(missing)}; each line needs audio_filepath, duration and text")
+        audio = Path(item["audio_filepath"])
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        if check_audio and not audio.is_file():
+            raise UserError(f"{path}:{n}: audio file {audio} not found; fix audio_filepath or remove the line")
+        try:
+            duration = float(item["duration"])
+        except (TypeError, ValueError):
+            raise UserError(f"{path}:{n}: duration {item['duration']!r} is not a number") from None
+        entries.append(ManifestEntry(str(audio), duration, str(item["text"]), item.get("lang")))
     if not entries:
         raise UserError(f"{path}: manifest is empty; it needs one JSON line per utterance")
     return entries

@@ -21,9 +21,11 @@ import string
 import unicodedata
 from collections.abc import Sequence
 
+from enhi.text import JOINERS
+
 SCHEMES = ("project", "vistaar", "whisper")
 _PUNCT = re.compile(r"[^\w\s']|_", re.UNICODE)
-_JOINERS = re.compile("[\u200d\u200c\ufeff\u2060\u00ad\u200b]")  # deleted, never spaced (enhi.text.JOINERS)
+_JOINERS = re.compile(f"[{JOINERS}]")  # deleted, never spaced
 _VISTAAR_DELETE = str.maketrans("", "", string.punctuation + "।۔'-॥")
 
 
@@ -48,17 +50,22 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     return prev[-1]
 
 
-def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
-    """The project scheme: corpus WER and CER (errors / reference length) after `normalize_text`; CER ignores
-    spaces."""
+def _corpus_rates(refs: Sequence[str], hyps: Sequence[str], cer_spaces: bool) -> dict[str, float]:
+    """Corpus WER and CER (errors / reference length) of normalized texts; words split on spaces, CER over the
+    characters with or without the spaces."""
     we = wn = ce = cn = 0
     for r, h in zip(refs, hyps, strict=True):
-        r, h = normalize_text(r), normalize_text(h)
         we += edit_distance(r.split(), h.split())
         wn += len(r.split())
-        ce += edit_distance(r.replace(" ", ""), h.replace(" ", ""))
-        cn += len(r.replace(" ", ""))
+        rc, hc = (r, h) if cer_spaces else (r.replace(" ", ""), h.replace(" ", ""))
+        ce += edit_distance(rc, hc)
+        cn += len(rc)
     return {"wer": we / max(wn, 1), "cer": ce / max(cn, 1)}
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
+    """The project scheme: corpus WER and CER after `normalize_text`; CER ignores spaces."""
+    return _corpus_rates([normalize_text(r) for r in refs], [normalize_text(h) for h in hyps], cer_spaces=False)
 
 
 @functools.cache
@@ -109,16 +116,8 @@ def schemes_for(lang: str) -> list[str]:
 
 
 def _jiwer_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER with jiwer's conventions: ends stripped, words split on spaces, CER over characters
-    spaces included."""
-    we = wn = ce = cn = 0
-    for r, h in zip(refs, hyps, strict=True):
-        r, h = r.strip(), h.strip()
-        we += edit_distance(r.split(), h.split())
-        wn += len(r.split())
-        ce += edit_distance(r, h)
-        cn += len(r)
-    return {"wer": we / max(wn, 1), "cer": ce / max(cn, 1)}
+    """jiwer's conventions: ends stripped, words split on spaces, CER over characters spaces included."""
+    return _corpus_rates([r.strip() for r in refs], [h.strip() for h in hyps], cer_spaces=True)
 
 
 def score(refs: Sequence[str], hyps: Sequence[str], scheme: str, lang: str) -> dict[str, float]:
@@ -147,29 +146,22 @@ def read_predictions(path: str) -> dict[str, tuple[list[str], list[str], list[st
     """A predictions file (JSON lines with `text`, `pred_text`, `lang` and optionally `raw_text`, as eval_nemo.py
     writes them) as {lang: (references, hypotheses, raw references)}; a malformed line is a `UserError` naming
     the file and line."""
-    import json
     from pathlib import Path
 
     from enhi.errors import UserError
+    from enhi.manifest import json_lines
 
     if not Path(path).is_file():
         raise UserError(f"{path}: predictions file not found; eval_nemo.py --out writes one")
     groups: dict[str, tuple[list[str], list[str], list[str]]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            missing = [k for k in ("text", "pred_text", "lang") if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise UserError(f"{path}:{n}: missing {', '.join(missing)}; each line needs text, pred_text and lang")
-            refs, hyps, raw = groups.setdefault(str(row["lang"]), ([], [], []))
-            refs.append(str(row["text"]))
-            hyps.append(str(row["pred_text"]))
-            raw.append(str(row.get("raw_text", row["text"])))
+    for n, row in json_lines(Path(path)):
+        missing = [k for k in ("text", "pred_text", "lang") if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise UserError(f"{path}:{n}: missing {', '.join(missing)}; each line needs text, pred_text and lang")
+        refs, hyps, raw = groups.setdefault(str(row["lang"]), ([], [], []))
+        refs.append(str(row["text"]))
+        hyps.append(str(row["pred_text"]))
+        raw.append(str(row.get("raw_text", row["text"])))
     if not groups:
         raise UserError(f"{path}: no predictions in the file")
     return groups

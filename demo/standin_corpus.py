@@ -32,7 +32,16 @@ import numpy as np
 import soundfile as sf
 
 from demo import free_text
-from demo.corpus import PITCH, PITCH_RANGE, RATE_WPM, SAMPLE_RATE, VOICES, corpus_plan, synthesize
+from demo.corpus import (
+    PITCH,
+    PITCH_RANGE,
+    RATE_WPM,
+    SAMPLE_RATE,
+    VOICES,
+    corpus_plan,
+    synthesize,
+    utterance_seed,
+)
 from demo.text import normalize_text, split_sentences
 from enhi.atomic import atomic_dir, atomic_file
 
@@ -131,15 +140,17 @@ def _noise(rng: np.random.Generator, n: int, pink: bool) -> np.ndarray:
     return np.fft.irfft(spec, n)
 
 
-def render(item: dict[str, Any]) -> tuple[np.ndarray, int]:
+def render(item: dict[str, Any], seeded: bool = False) -> tuple[np.ndarray, int]:
     """The audio of one plan item (float32, 16 kHz) and how many of its sentences it holds: a segment is cut
-    to `MAX_SEGMENT_S` by dropping whole sentences from its end."""
+    to `MAX_SEGMENT_S` by dropping whole sentences from its end. `seeded` fixes eSpeak's noise per sentence
+    (`demo.corpus.utterance_seed`); the shipped corpus was built without it."""
     from scipy.signal import fftconvolve
 
     room_s = MAX_SEGMENT_S - item.get("lead_s", 0.0) - item.get("trail_s", 0.0)
     pieces, total = [], 0.0
     for j, part in enumerate(item["parts"]):
-        a = synthesize(part["source"], "en", item["voice"], part["rate"], part["pitch"], part["pitch_range"])
+        seed = utterance_seed({**part, "voice": item["voice"]}) if seeded else None
+        a = synthesize(part["source"], "en", item["voice"], part["rate"], part["pitch"], part["pitch_range"], seed)
         gap = item["pauses_s"][j - 1] if j else 0.0
         if j and total + gap + len(a) / SAMPLE_RATE > room_s:
             break
@@ -156,6 +167,32 @@ def render(item: dict[str, Any]) -> tuple[np.ndarray, int]:
         audio = audio + noise * math.sqrt(power / max(np.mean(noise**2), 1e-12))
     peak = float(np.max(np.abs(audio))) or 1.0
     return (audio * min(1.0, 0.95 / peak)).astype(np.float32), len(pieces) // 2
+
+
+def _render_fresh_main() -> None:
+    import sys
+
+    items, out = json.load(sys.stdin)
+    np.savez(out, *[render(item, seeded=True)[0] for item in items])
+
+
+def render_fresh(items: list[dict[str, Any]]) -> list[np.ndarray]:
+    """`render(item, seeded=True)` for each item, in order, in a new interpreter: eSpeak keeps state from one
+    utterance to the next, so only a clean process speaking a fixed sequence gives the same bytes every time."""
+    import subprocess
+    import sys
+    import tempfile
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "audio.npz")
+        r = subprocess.run([sys.executable, "-c", "from demo.standin_corpus import _render_fresh_main as m; m()"],
+                           input=json.dumps([items, out], ensure_ascii=False), capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"eSpeak synthesis failed:\n{r.stderr[-3000:]}")
+        with np.load(out) as z:
+            return [z[f"arr_{i}"] for i in range(len(items))]
 
 
 def _render_batch(args: tuple[Path, str, list[tuple[int, dict]]]) -> list[tuple[int, float, int]]:

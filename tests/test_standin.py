@@ -13,7 +13,7 @@ import pytest
 from conftest import EN_MODEL
 
 from demo import standin, standin_free
-from demo.corpus import SAMPLE_RATE, corpus_plan, plan_sha256, synthesize
+from demo.corpus import SAMPLE_RATE, corpus_plan, plan_sha256
 from enhi.evaluate import error_rates, transcribe_audio
 
 RECORD = json.loads(standin.RECORD.read_text(encoding="utf-8"))
@@ -158,17 +158,22 @@ def test_long_recordings_lose_few_words_against_the_same_utterances_one_by_one(f
     assert np.mean([len(a) for a in fresh["en_long"][1]]) / SAMPLE_RATE >= 10
 
 
-def test_on_sentences_written_for_this_test_it_transcribes_most_words(model):
-    """Sentences outside every training text, in unseen voices: TDT WER 0.514, CTC CER 0.335 when this test was
-    written (stage 1: 0.67 and 0.41). The issue's targets (on free sentences TDT WER <= 0.35 and CTC CER <= 0.15,
+def test_on_sentences_written_for_this_test_it_transcribes_most_words(model, tmp_path):
+    """Sentences outside every training text, in unseen voices: TDT WER 0.557, CTC CER 0.329 on the seeded audio
+    (AMD EPYC, 2026-12-05; unseeded runs had scored 0.514 to 0.614 WER and once failed this bound in CI). The issue's targets (on free sentences TDT WER <= 0.35 and CTC CER <= 0.15,
     on template sentences WER <= 0.08) are NOT met: see the record's scores and worst transcripts (the TDT head
     drops whole stretches that the CTC head spells). This bounds where the shipped model is, so a regression
     fails."""
-    from demo.corpus import VOICES
+    from demo.corpus import VOICES, render
     from demo.text import normalize_text
+    from enhi.manifest import load_audio
 
     voices = VOICES["en"]["val"]
-    audio = [synthesize(s, "en", voices[i % len(voices)], rate=160) for i, s in enumerate(UNSEEN)]
+    # Seeded, each voice spoken by a clean process (demo.corpus.render): the same audio, so the same score, every run.
+    plan = [(tmp_path / f"{i}.wav", "en", {"source": s, "voice": voices[i % len(voices)], "rate": 160, "pitch": 50,
+                                           "pitch_range": 50}) for i, s in enumerate(UNSEEN)]
+    render(plan)
+    audio = [load_audio(str(path)) for path, _, _ in plan]
     refs = [normalize_text(s, "en") for s in UNSEEN]
     tdt = error_rates(refs, transcribe_audio(model, audio))
     ctc = error_rates(refs, transcribe_audio(model, audio, decoder="ctc"))

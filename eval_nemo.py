@@ -40,6 +40,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--decoder", choices=["tdt", "ctc"], default="tdt", help="which head transcribes")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lang-hint", action="store_true", help="also decode each language with its own tokens only")
+    p.add_argument("--lang", default="manifest",
+                   help="a gated model's path (gate_by_language): manifest = each group on its language's (default), "
+                        "auto = the model's router per utterance (routing accuracy printed), or one language for all")
     p.add_argument("--decoder-cuda-graphs", choices=DECODER_CUDA_GRAPHS, default=DEFAULT_DECODER_CUDA_GRAPHS,
                    help="NeMo's greedy TDT decoder on a GPU: CUDA graphs disabled (default), NeMo's choice, or a "
                         "NeMo mode forced (enhi/decoding.py)")
@@ -59,7 +62,8 @@ def main(argv: list[str]) -> None:
     from enhi.atomic import atomic_file
     from enhi.evaluate import transcribe_entries
     from enhi.lang_hint import restricted_to
-    from enhi.manifest import read_manifest
+    from enhi.language_gate import AUTO, is_gated, route
+    from enhi.manifest import load_audio, read_manifest
     from enhi.text import normalized_entries, normalizers, text_settings_from_yaml
     from enhi.training import load_nemo_file
 
@@ -79,8 +83,14 @@ def main(argv: list[str]) -> None:
     groups = {lang: entries for lang, entries in groups.items() if entries}
 
     rows, table, scores = [], [], {}
+    gated = is_gated(model)
     for lang, entries in groups.items():
-        hyps = transcribe_entries(model, entries, args.batch_size, args.decoder, progress=f"{lang} ({len(entries)} utterances)")
+        path = (lang if args.lang == "manifest" else args.lang) if gated else None
+        if path == AUTO:
+            routed = route(model, [load_audio(e.audio_filepath) for e in entries], args.batch_size)
+            print(f"{lang}: routed to {lang} {sum(r == lang for r in routed) / len(routed):.3f} of {len(routed)}")
+        hyps = transcribe_entries(model, entries, args.batch_size, args.decoder,
+                                  progress=f"{lang} ({len(entries)} utterances)", lang=path)
         scores[lang] = score_all([e.text for e in entries], hyps, lang, [e.raw_text for e in entries])
         r = scores[lang]["project"]
         std = schemes_for(lang)[1:]

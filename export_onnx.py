@@ -26,15 +26,19 @@ def main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="a new folder for the ONNX files (written whole or not at all)")
     p.add_argument("--int8", action="store_true", help="also write int8 (dynamic quantization) copies")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--lang", default=None, help="a gated model (gate_by_language): the language's path to export; "
+                                                "en gives the pretrained model's graph (default: the new language's)")
     args = p.parse_args(argv)
 
+    from enhi.language_gate import static_path
     from enhi.onnx_export import export_for_onnx_asr, onnx_asr_command
     from enhi.training import load_nemo_file
 
     if Path(args.out).exists() and not args.force:
         raise UserError(f"{args.out}: output folder exists; pass --force to replace it or choose another --out")
     model = load_nemo_file(args.model)
-    files = export_for_onnx_asr(model, args.out, source=args.model, int8=args.int8, force=args.force)
+    with static_path(model, args.lang):
+        files = export_for_onnx_asr(model, args.out, source=args.model, int8=args.int8, force=args.force)
     for name, size in files.items():
         print(f"{size / 2**20:8.1f} MiB  {Path(args.out) / name}")
     print(f"transcribe with: {onnx_asr_command(args.out)}")

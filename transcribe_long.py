@@ -74,6 +74,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=4, help="chunks per forward pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="write the transcript to this file (whole or not at all)")
+    p.add_argument("--lang", default=None, help="a gated model (gate_by_language): the language's path, or auto for "
+                                                "its router, segment by segment (default: the new language's)")
     p.add_argument("--decoder-cuda-graphs", choices=DECODER_CUDA_GRAPHS, default=DEFAULT_DECODER_CUDA_GRAPHS,
                    help="NeMo's greedy TDT decoder on a GPU: CUDA graphs disabled (default), NeMo's choice, or a "
                         "NeMo mode forced (enhi/decoding.py)")
@@ -102,7 +104,7 @@ def main(argv: list[str]) -> None:
     try:
         result = transcribe_long(model, audio_path, chunk_s=args.chunk_s, batch_size=args.batch_size, progress=bar,
                                  mode=mode, words=args.timestamps is not None and args.timestamps.endswith(".json"),
-                                 overlap_s=args.overlap_s)
+                                 overlap_s=args.overlap_s, lang=args.lang)
     finally:
         bar.close()
     if args.out is None:

@@ -43,6 +43,7 @@ BASE = ["model.adaptation.new_rows=mean", "model.adaptation.new_rows_lr_scale=1"
         "model.adaptation.heads_lr_scale=1", "model.adaptation.freeze_encoder_steps=0", "model.ctc_loss_weight=0.3"]
 # Adapters hold every pretrained weight, so the recipe's slower encoder and heads groups would only slow the adapters.
 ADAPTERS = ["model.adaptation.adapter_dim=32", "model.adaptation.encoder_lr_scale=1", "model.adaptation.heads_lr_scale=1"]
+GATED = "model.adaptation.gate_by_language=true"
 ARMS: dict[str, tuple[str, list[str]]] = {
     "plain": ("NeMo's change_vocabulary: fresh output layers", ["transplant=false"]),
     "transplant_mean": ("transplant, new rows = mean old row (the previous default)", BASE),
@@ -76,6 +77,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {
     "replay_short_distill": ("the replay_short arm + distillation of the TDT joint (weight 1)",
                              ["english_replay_short=0.8", "model.adaptation.distill_weight=1",
                               "model.adaptation.distill_on=joint"]),
+    "gated": ("language-gated (gate_by_language): English on the pretrained path by construction, adapters (width 64) "
+              "and new rows for Hindi only; the language given", [GATED]),
+    "gated_hindi": ("the gated arm with every batch Hindi (English listed at weight 0, for the router only: in this "
+                    "mode English utterances train nothing)", [GATED, "english_share=0"]),
     "recipe": ("the YAML's defaults (the recipe users get)", []),
 }
 MIX = "english_share"  # not a YAML key: the bench rewrites the manifest list's weights (a dotlist can't index it)
@@ -264,17 +269,53 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
                   "other, not with the stand-in line above or with the unmarked arms."]
     if "recipe" in runs and "plain" in runs:
         lines += ["", *targets(runs["recipe"], runs["plain"], standin_en_wer)]
+        for arm in runs:
+            if GATED in ARMS[arm][1]:
+                lines += ["", *gated_targets(arm, runs[arm], runs["recipe"], runs["plain"], standin_en_wer)]
     return "\n".join(lines)
+
+
+def _mean_at(rs: list[dict], key: str) -> list[float]:
+    return [statistics.mean(r["history"][i][key] for r in rs) for i in range(len(rs[0]["history"]))]
+
+
+def gated_targets(arm: str, gated: list[dict], recipe: list[dict], plain: list[dict], standin_en_wer: float) -> list[str]:
+    """The language-gated mode's targets (issue 41), MET or MISSED with the numbers (means over seeds)."""
+    steps = [p["step"] for p in gated[0]["history"]]
+    g_hi, p_hi, r_hi = _mean_at(gated, "val_hi_cer"), _mean_at(plain, "val_hi_cer"), _mean_at(recipe, "val_hi_cer")
+    en_diff = max(abs(p["val_en_wer"] - standin_en_wer) for r in gated for p in r["history"])
+    after = [i for i, s in enumerate(steps) if s >= steps[-1] / 3]
+    # Without the language: the router is fit as training starts, after the step-0 validation; judged at the end.
+    auto_en, auto_hi = ([statistics.mean(r["history"][-1][k] for r in gated)] for k in ("val_en_auto_wer",
+                                                                                          "val_hi_auto_cer"))
+    routed = {lang: statistics.mean(r["history"][-1][f"val_{lang}_routed"] for r in gated) for lang in ("en", "hi")}
+
+    def verdict(ok: bool) -> str:
+        return "MET" if ok else "MISSED"
+
+    return [
+        f"Targets for {arm} (means over seeds; routed: the share of each validation set the router sends to its own "
+        f"language at the end, en {routed['en']:.3f}, hi {routed['hi']:.3f}):",
+        f"- English with the language given, WER equal to the stand-in's at every checkpoint of every seed: "
+        f"{verdict(en_diff == 0)} (largest difference {en_diff:.3f}; transcripts identical: tests/test_language_gate.py)",
+        f"- Hindi with the language given, CER <= plain's from a third of training on: "
+        f"{verdict(all(g_hi[i] <= p_hi[i] for i in after))} ("
+        + ", ".join(f"step {steps[i]}: {g_hi[i]:.3f} vs {p_hi[i]:.3f}" for i in after) + ")",
+        f"- Hindi at the end within 0.02 of the recipe's: {verdict(g_hi[-1] <= r_hi[-1] + 0.02)} "
+        f"({g_hi[-1]:.3f} vs {r_hi[-1]:.3f})",
+        f"- without the language, English WER within 0.02 of the stand-in's at the end: "
+        f"{verdict(auto_en[-1] <= standin_en_wer + 0.02)} ({auto_en[-1]:.3f} vs {standin_en_wer:.3f})",
+        f"- without the language, Hindi CER within 0.03 of the language-given one at the end: "
+        f"{verdict(auto_hi[-1] <= g_hi[-1] + 0.03)} ({auto_hi[-1]:.3f} vs {g_hi[-1]:.3f})",
+        f"- median step time at most 1.3x the recipe's: {step_ratio(gated, recipe)}",
+    ]
 
 
 def targets(recipe: list[dict], plain: list[dict], standin_en_wer: float) -> list[str]:
     """The issue's targets for the default recipe, each MET or MISSED with the numbers it was judged on (means
     over seeds, at the stored checkpoints)."""
-    def mean_at(rs: list[dict], key: str) -> list[float]:
-        return [statistics.mean(r["history"][i][key] for r in rs) for i in range(len(rs[0]["history"]))]
-
     steps = [p["step"] for p in recipe[0]["history"]]
-    r_hi, p_hi, r_en = mean_at(recipe, "val_hi_cer"), mean_at(plain, "val_hi_cer"), mean_at(recipe, "val_en_wer")
+    r_hi, p_hi, r_en = _mean_at(recipe, "val_hi_cer"), _mean_at(plain, "val_hi_cer"), _mean_at(recipe, "val_en_wer")
     after = [i for i, s in enumerate(steps) if s >= steps[-1] / 3]
     mute = {name: next((s for s, c in zip(steps, m, strict=True) if c < MUTE_CER), math.inf)
             for name, m in (("recipe", r_hi), ("plain", p_hi))}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
+from enhi.errors import UserError
 from enhi.forgetting import Anchor, Distillation
 from enhi.rows import EditStepOnRows, new_token_rows
 
@@ -96,14 +97,42 @@ def _transplanted(model) -> bool:
     return model.cfg.get("vocab_transplant") is not None
 
 
+GATED_ADAPTER_DIM = 64  # the gated mode's adapter width when adapter_dim is 0 (bench arm gated)
+
+
+def adapter_width(cfg) -> int:
+    """The adapters' bottleneck: `adapter_dim`, or `GATED_ADAPTER_DIM` for the gated mode left at 0."""
+    a = cfg.model.adaptation
+    return int(a.adapter_dim) or (GATED_ADAPTER_DIM if a.gate_by_language else 0)
+
+
+def new_language(cfg) -> str:
+    """The one language the training manifests add to the base model's (the gated mode has one new path)."""
+    from enhi.lang_hint import BASE_LANG
+
+    langs = sorted({s.lang for s in cfg.model.train_ds.manifests} - {BASE_LANG})
+    if len(langs) != 1:
+        raise UserError(f"model.adaptation.gate_by_language gates {BASE_LANG!r} against one new language; the training "
+                        f"manifests hold {langs or 'none'} besides it")
+    return langs[0]
+
+
+def _scales(cfg) -> tuple[float, float]:
+    """(encoder, heads) learning-rate scales. In the gated mode they hold only adapters and new rows (English is
+    safe by construction), so both are 1."""
+    a = cfg.model.adaptation
+    return (1.0, 1.0) if a.gate_by_language else (float(a.encoder_lr_scale), float(a.heads_lr_scale))
+
+
 def optimizer_param_groups(model, cfg) -> dict[str, dict[str, float]] | None:
     """NeMo's `optim_param_groups` (module name -> {"lr": ...}) for a transplanted model; None, one group at
     `model.optim.lr`, for NeMo's plain vocabulary change, whose output layers are new and need the full rate."""
     if not _transplanted(model):
         return None
-    a, lr = cfg.model.adaptation, float(cfg.model.optim.lr)
-    groups = {"encoder": {"lr": lr * a.encoder_lr_scale}}
-    groups.update({name: {"lr": lr * a.heads_lr_scale} for name in HEADS if hasattr(model, name)})
+    lr = float(cfg.model.optim.lr)
+    enc, heads = _scales(cfg)
+    groups = {"encoder": {"lr": lr * enc}}
+    groups.update({name: {"lr": lr * heads} for name in HEADS if hasattr(model, name)})
     return groups
 
 
@@ -112,15 +141,19 @@ def adaptation_callbacks(model, cfg) -> list[pl.Callback]:
     a = cfg.model.adaptation
     out: list[pl.Callback] = []
     # The new rows sit in the heads' group, which the optimizer already runs at heads_lr_scale x lr.
-    row_scale = a.new_rows_lr_scale / a.heads_lr_scale
+    row_scale = a.new_rows_lr_scale / _scales(cfg)[1]
     if _transplanted(model) and row_scale != 1.0:
         out.append(NewRowsLrScale(new_token_rows(model), row_scale))
     if a.freeze_encoder_steps > 0:
         out.append(EncoderWarmupFreeze(a.freeze_encoder_steps))
-    if _transplanted(model) and a.adapter_dim > 0:
+    if _transplanted(model) and adapter_width(cfg) > 0:
         from enhi.adapters import HoldPretrained
 
         out.append(HoldPretrained(model, new_token_rows(model)))
+    if _transplanted(model) and a.gate_by_language:
+        from enhi.language_gate import FitRouter, GateByLanguage
+
+        out += [GateByLanguage(model), FitRouter(cfg, a.router_utterances)]
     if _transplanted(model) and a.distill_weight > 0:
         out.append(Distillation(model, a.distill_weight, a.distill_on))
     if _transplanted(model) and a.anchor_weight > 0:

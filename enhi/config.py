@@ -113,6 +113,8 @@ class Adaptation:
     adapter_dim: int = 0  # > 0: pretrained weights held, residual adapters of this width learn (enhi/adapters.py)
     adapter_l2: float = 0.0  # loss += this x the squared change each adapter makes (NeMo's l2_lambda)
     adapter_dropout: float = 0.0  # dropout inside the adapters
+    gate_by_language: bool = False  # English on the pretrained path, bit for bit; adapters for the new language only
+    router_utterances: int = 2000  # per language: what the gated mode's language router is fit on
 
 
 @dataclass
@@ -287,6 +289,12 @@ def _check_sections(cfg: DictConfig, yaml_path: Path) -> None:
             raise UserError(f"{yaml_path}: model.adaptation.{key}={a[key]} must be >= 0; 0 turns it off")
     if not 0.0 <= a.adapter_dropout < 1.0:
         raise UserError(f"{yaml_path}: model.adaptation.adapter_dropout={a.adapter_dropout} must be in [0, 1)")
+    weights = [float(m.weight) for m in cfg.model.train_ds.manifests]
+    if weights and (min(weights) < 0 or max(weights) == 0):
+        raise UserError(f"{yaml_path}: model.train_ds.manifests weights {weights}: each must be >= 0 (0 = listed, not "
+                        "trained on) and one at least > 0")
+    if a.gate_by_language and a.router_utterances < 1:
+        raise UserError(f"{yaml_path}: model.adaptation.router_utterances={a.router_utterances} must be >= 1")
     if a.anchor_fisher and a.fisher_utterances < 1:
         raise UserError(f"{yaml_path}: model.adaptation.fisher_utterances={a.fisher_utterances} must be >= 1")
     if cfg.init_from_pretrained_model and cfg.init_from_nemo_model:

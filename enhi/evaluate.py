@@ -12,16 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from enhi.manifest import ManifestEntry, load_audio
+from enhi.manifest import ManifestEntry, audio_batch, load_audio  # noqa: F401 (audio_batch re-exported)
 from enhi.scoring import edit_distance, error_rates, normalize_text, score, standard_scheme  # noqa: F401 (re-exported)
-
-
-def audio_batch(audios: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    lens = torch.tensor([len(a) for a in audios], dtype=torch.long)
-    sig = torch.zeros(len(audios), int(lens.max()), dtype=torch.float32)
-    for i, a in enumerate(audios):
-        sig[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
-    return sig.to(device), lens.to(device)
 
 
 def _texts(hyps) -> list[str]:
@@ -32,11 +24,15 @@ def _texts(hyps) -> list[str]:
 
 @torch.no_grad()
 def transcribe_audio(
-    model, audios: Sequence[np.ndarray], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None
+    model, audios: Sequence[np.ndarray], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None,
+    lang: str | None = None,
 ) -> list[str]:
     """Greedy transcripts of 16 kHz float arrays with the TDT (`decoder="tdt"`) or the CTC head; with `progress`
-    (a label), a progress bar over batches when there are more than a few."""
+    (a label), a progress bar over batches when there are more than a few. `lang` picks a gated model's path
+    (a language, or "auto" for its router, per utterance; enhi/language_gate.py)."""
     from tqdm import tqdm
+
+    from enhi.language_gate import decoding_as
 
     was_training = model.training
     model.eval()
@@ -46,14 +42,15 @@ def transcribe_audio(
     try:
         for i in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) <= 4):
             sig, lens = audio_batch(audios[i : i + batch_size], device)
-            enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
-            if decoder == "tdt":
-                hyps = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)
-            elif decoder == "ctc":
-                log_probs = model.ctc_decoder(encoder_output=enc)
-                hyps = model.ctc_decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=enc_len)
-            else:
-                raise ValueError(f"decoder must be 'tdt' or 'ctc', not {decoder!r}")
+            with decoding_as(model, lang, audios[i : i + batch_size]):
+                enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
+                if decoder == "tdt":
+                    hyps = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)
+                elif decoder == "ctc":
+                    log_probs = model.ctc_decoder(encoder_output=enc)
+                    hyps = model.ctc_decoding.ctc_decoder_predictions_tensor(log_probs, decoder_lengths=enc_len)
+                else:
+                    raise ValueError(f"decoder must be 'tdt' or 'ctc', not {decoder!r}")
             out.extend(_texts(hyps))
     finally:
         model.train(was_training)
@@ -61,12 +58,14 @@ def transcribe_audio(
 
 
 def transcribe_entries(
-    model, entries: Sequence[ManifestEntry], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None
+    model, entries: Sequence[ManifestEntry], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None,
+    lang: str | None = None,
 ) -> list[str]:
-    """Transcribe manifest entries, shortest first (less padding), returned in manifest order."""
+    """Transcribe manifest entries, shortest first (less padding), returned in manifest order (`lang`: as in
+    `transcribe_audio`)."""
     order = sorted(range(len(entries)), key=lambda i: entries[i].duration)
     audio = [load_audio(entries[i].audio_filepath) for i in order]
-    texts = transcribe_audio(model, audio, batch_size, decoder, progress)
+    texts = transcribe_audio(model, audio, batch_size, decoder, progress, lang)
     result = [""] * len(entries)
     for i, t in zip(order, texts, strict=True):
         result[i] = t
@@ -88,6 +87,10 @@ def score_predictions(predictions: Sequence[dict], lang: str | None = None) -> d
         "n": len(predictions),
         "predictions": list(predictions),
     }
+    if predictions and "pred_text_auto" in predictions[0]:  # a gated model decoded without the language too (its router's paths)
+        auto = error_rates(refs, [p["pred_text_auto"] for p in predictions])
+        out.update(auto_wer=auto["wer"], auto_cer=auto["cer"],
+                   routed=sum(p["routed"] == lang for p in predictions) / len(predictions))
     scheme = standard_scheme(lang) if lang else None
     if scheme:
         std = score([p.get("raw_text", p["text"]) for p in predictions], [p["pred_text"] for p in predictions],
@@ -100,18 +103,22 @@ def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: i
                   langs: dict[str, str] | None = None) -> dict[str, dict]:
     """Per named set: WER and CER of the TDT and CTC heads, plus the predictions; a set whose language `langs`
     names is also scored by its benchmark scheme (`score_predictions`)."""
+    from enhi.language_gate import AUTO, is_gated, route
+
     results = {}
     for name, entries in sets.items():
-        tdt = transcribe_entries(model, entries, batch_size, "tdt")
-        ctc = transcribe_entries(model, entries, batch_size, "ctc")
-        results[name] = score_predictions(
-            [
-                {"audio_filepath": e.audio_filepath, "text": e.text, "raw_text": e.raw_text or e.text,
-                 "pred_text": p, "pred_text_ctc": c}
-                for e, p, c in zip(entries, tdt, ctc, strict=True)
-            ],
-            (langs or {}).get(name),
-        )
+        lang = (langs or {}).get(name) if is_gated(model) else None  # a gated model: each set on its language's path
+        tdt = transcribe_entries(model, entries, batch_size, "tdt", lang=lang)
+        ctc = transcribe_entries(model, entries, batch_size, "ctc", lang=lang)
+        preds = [{"audio_filepath": e.audio_filepath, "text": e.text, "raw_text": e.raw_text or e.text,
+                  "pred_text": p, "pred_text_ctc": c} for e, p, c in zip(entries, tdt, ctc, strict=True)]
+        if lang is not None and model.cfg.language_gate.get("router") is not None:
+            # And as if the language were unknown: the router's choice per utterance, and the transcripts it gives.
+            auto = transcribe_entries(model, entries, batch_size, "tdt", lang=AUTO)
+            routed = route(model, [load_audio(e.audio_filepath) for e in entries], batch_size)
+            for p, a, r in zip(preds, auto, routed, strict=True):
+                p.update(pred_text_auto=a, routed=r)
+        results[name] = score_predictions(preds, (langs or {}).get(name))
     return results
 
 

@@ -34,7 +34,6 @@ posteriors are a meaningful target; every other utterance (the new language, cod
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 from pathlib import Path
@@ -45,6 +44,8 @@ import torch
 from enhi.atomic import atomic_file
 from enhi.config import DISTILL_TARGETS, train_manifests
 from enhi.errors import UserError
+from enhi.resilience import length_sync_off, no_length_sync
+from enhi.rows import old_language_rows
 from enhi.transplant import VocabLayout, tdt_omega_off
 
 FISHER_FILE = "fisher.pt"
@@ -54,13 +55,6 @@ FISHER_BATCH = 8
 def old_vocab_size(model) -> int:
     """Tokens the pretrained model had (its ids are the first ids of the enlarged vocabulary)."""
     return int(model.cfg.vocab_transplant.old_vocab_size)
-
-
-def old_language_rows(transcript: torch.Tensor, transcript_len: torch.Tensor, n_old: int) -> torch.Tensor:
-    """Indices of the utterances written only with old tokens (padding ignored)."""
-    pos = torch.arange(transcript.shape[1], device=transcript.device)
-    new = (transcript >= n_old) & (pos[None, :] < transcript_len[:, None])
-    return torch.nonzero(~new.any(dim=1)).flatten()
 
 
 def _kl_rows(teacher_logits: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
@@ -147,7 +141,7 @@ class Distillation(pl.Callback):
         self.teacher.requires_grad_(False)
         # NeMo's Conformer all-reduces each forward's length across DDP ranks; the teacher runs only on ranks whose
         # batch has English, so it must not take part (its positional table grows locally as needed).
-        _no_length_sync(self.teacher["encoder"])
+        no_length_sync(self.teacher["encoder"])
         self._seen: dict[str, tuple] = {}
         self._hooks: list = []
         self._original = None
@@ -279,7 +273,7 @@ class Anchor(pl.Callback):
         # Lightning calls setup before it restores a checkpoint: the weights here are still theta0.
         path = Path(trainer.default_root_dir) / FISHER_FILE
         if trainer.is_global_zero and not path.is_file():
-            with _length_sync_off(pl_module.encoder):  # rank 0 runs these forwards alone; the others wait below
+            with length_sync_off(pl_module.encoder):  # rank 0 runs these forwards alone; the others wait below
                 fisher = diagonal_fisher(pl_module, self.cfg, self.n_fisher)
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(path, "wb") as f:
@@ -317,23 +311,6 @@ class Anchor(pl.Callback):
                     continue
                 frac = (lr[id(p)] * self.weight * self.scale[name]).clamp_(max=1.0)
                 p.sub_(frac * (p - self.theta0[name]))
-
-
-def _no_length_sync(encoder) -> None:
-    if hasattr(encoder, "sync_max_audio_length"):
-        encoder.sync_max_audio_length = False
-
-
-@contextlib.contextmanager
-def _length_sync_off(encoder):
-    """NeMo's Conformer all-reduces each forward's length across DDP ranks: off while one rank runs alone."""
-    before = getattr(encoder, "sync_max_audio_length", None)
-    _no_length_sync(encoder)
-    try:
-        yield
-    finally:
-        if before is not None:
-            encoder.sync_max_audio_length = before
 
 
 def _new_row_masks(model) -> dict[str, torch.Tensor]:

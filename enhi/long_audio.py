@@ -51,6 +51,7 @@ from omegaconf import OmegaConf, open_dict
 from enhi.decoding import DEFAULT_DECODER_CUDA_GRAPHS, apply_nemo_workarounds, set_decoder_cuda_graphs
 from enhi.errors import UserError
 from enhi.inputs import unreadable_nemo
+from enhi.language_gate import decoding_as
 
 DEFAULT_FALLBACK_CHUNK_S = 480.0
 DEFAULT_MIN_TAIL_S = 1.0
@@ -270,7 +271,8 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _transcribe_pieces(model: Any, samples: np.ndarray, bounds: list[tuple[int, int]], batch_size: int,
-                       progress: ProgressFn | None, by_length: bool, words: bool = False) -> list[tuple[str, list | None]]:
+                       progress: ProgressFn | None, by_length: bool, words: bool = False,
+                       lang: str | None = None) -> list[tuple[str, list | None]]:
     """`(text, words)` of `samples[s:e]` for each bound (words timed from the piece's start when `words`, else
     None), `batch_size` pieces per forward (shortest together when `by_length`, less padding), in the order of
     `bounds`; `progress` hears chunks and audio seconds done."""
@@ -284,7 +286,9 @@ def _transcribe_pieces(model: Any, samples: np.ndarray, bounds: list[tuple[int, 
         for i in range(0, len(order), batch_size):
             batch = order[i : i + batch_size]
             pieces = [samples[bounds[j][0] : bounds[j][1]] for j in batch]
-            outs = transcribe_arrays_with_words(model, pieces) if words else [(t, None) for t in transcribe_arrays(model, pieces)]
+            with decoding_as(model, lang, pieces):  # a gated model: each piece on its (given or routed) path
+                outs = (transcribe_arrays_with_words(model, pieces) if words
+                        else [(t, None) for t in transcribe_arrays(model, pieces)])
             for j, t in zip(batch, outs, strict=True):
                 texts[j] = t
             done_samples += sum(bounds[j][1] - bounds[j][0] for j in batch)
@@ -308,13 +312,15 @@ def transcribe_long(
     pack_s: float = 0.0,
     words: bool = False,
     overlap_s: float = 0.0,
+    lang: str | None = None,
 ) -> dict[str, Any]:
     """Transcribe ``audio`` (1-D float array at the model's sample rate, or a file path) of any length.
 
     ``mode``: "single" (one pass; chunks of ``fallback_chunk_s`` if it runs out of memory), "chunked" (fixed
     chunks of ``chunk_s``) or "pauses" (:func:`pause_segments`, joined up to ``pack_s`` seconds when > 0);
     None means "single" without ``chunk_s`` and "chunked" with it. With ``overlap_s`` > 0, chunks overlap by that
-    much and are merged by the decoder's word times (:func:`merge_overlapping`). ``progress``, when given and the audio goes
+    much and are merged by the decoder's word times (:func:`merge_overlapping`). ``lang`` picks a gated model's
+    path for every piece, or "auto" routes each piece (enhi/language_gate.py). ``progress``, when given and the audio goes
     in pieces, is called with ``(0, n, 0.0, duration_s)`` before the first batch and with the pieces and audio
     seconds done after each batch.
 
@@ -360,11 +366,13 @@ def transcribe_long(
             segs = pause_segments(samples, sr, pack_s=pack_s)
             bounds = [(round(g["start"] * sr), round(g["end"] * sr)) for g in segs]
             spans = [(g["start"], g["end"]) for g in segs]
-            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True, words=words)
+            texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=True, words=words,
+                                       lang=lang)
         elif mode == "single" or duration_s <= chunk_s:  # audio no longer than one chunk: one pass
             mode = "single"
             try:
-                texts = _transcribe_pieces(model, samples, [(0, samples.size)], 1, None, by_length=False, words=words)
+                texts = _transcribe_pieces(model, samples, [(0, samples.size)], 1, None, by_length=False,
+                                           words=words, lang=lang)
             except RuntimeError as e:
                 retry_s = chunk_s or fallback_chunk_s
                 if not _is_oom(e) or duration_s <= retry_s:
@@ -377,7 +385,7 @@ def transcribe_long(
             bounds = chunk_bounds(samples.size, round(chunk_s * sr), round(min_tail_s * sr), round(overlap_s * sr))
             spans = [(a / sr, b / sr) for a, b in bounds]
             texts = _transcribe_pieces(model, samples, bounds, batch_size, progress, by_length=False,
-                                       words=words or overlap_s > 0)
+                                       words=words or overlap_s > 0, lang=lang)
     finally:
         model.train(was_training)
     segments = []

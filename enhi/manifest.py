@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from enhi.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SAMPLE_RATE = 16000
 
@@ -95,3 +100,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
         g = gcd(sr, sample_rate)
         audio = resample_poly(audio, sample_rate // g, sr // g)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def audio_batch(audios: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 kHz float arrays as one zero-padded batch (B, samples) and their lengths, on `device`."""
+    import torch
+
+    lens = torch.tensor([len(a) for a in audios], dtype=torch.long)
+    sig = torch.zeros(len(audios), int(lens.max()), dtype=torch.float32)
+    for i, a in enumerate(audios):
+        sig[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return sig.to(device), lens.to(device)

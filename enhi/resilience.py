@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from pathlib import Path
@@ -293,7 +294,25 @@ __all__ = [
     "NonFiniteGuard",
     "RankAgreement",
     "ResumeState",
+    "length_sync_off",
     "make_saves_atomic",
+    "no_length_sync",
     "weights_digest",
 ]
 
+
+def no_length_sync(encoder) -> None:
+    if hasattr(encoder, "sync_max_audio_length"):
+        encoder.sync_max_audio_length = False
+
+
+@contextlib.contextmanager
+def length_sync_off(encoder):
+    """NeMo's Conformer all-reduces each forward's length across DDP ranks: off while one rank runs alone."""
+    before = getattr(encoder, "sync_max_audio_length", None)
+    no_length_sync(encoder)
+    try:
+        yield
+    finally:
+        if before is not None:
+            encoder.sync_max_audio_length = before

@@ -44,3 +44,10 @@ class EditStepOnRows(pl.Callback):
             for (p, r), before in zip(self.rows, self._before, strict=True):
                 p[r] = self.edit(p[r], before)
         self._before = None
+
+
+def old_language_rows(transcript: torch.Tensor, transcript_len: torch.Tensor, n_old: int) -> torch.Tensor:
+    """Indices of the utterances written only with old tokens (padding ignored)."""
+    pos = torch.arange(transcript.shape[1], device=transcript.device)
+    new = (transcript >= n_old) & (pos[None, :] < transcript_len[:, None])
+    return torch.nonzero(~new.any(dim=1)).flatten()

@@ -15,12 +15,13 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from enhi.adaptation import adaptation_callbacks, optimizer_param_groups
+from enhi.adaptation import adaptation_callbacks, adapter_width, new_language, optimizer_param_groups
 from enhi.config import sharded_sources, train_manifests
 from enhi.console import StepProgressBar, open_library_log, say
 from enhi.decoding import DEFAULT_DECODER_CUDA_GRAPHS, apply_nemo_workarounds, set_decoder_cuda_graphs
 from enhi.errors import UserError
 from enhi.evaluate import evaluate_sets, score_predictions
+from enhi.language_gate import install as install_language_gate
 from enhi.manifest import read_manifest
 from enhi.portable import add_inference_ds_sections
 from enhi.resilience import (
@@ -59,6 +60,7 @@ def load_model(cfg: DictConfig, map_location: str = "cpu", decoder_cuda_graphs: 
     else:
         raise UserError("no starting model: set init_from_pretrained_model or init_from_nemo_model in the YAML")
     install_cpu_tdt_loss(model)
+    install_language_gate(model)  # a .nemo saved in the gated mode (a no-op for any other)
     make_saves_atomic(model)
     add_inference_ds_sections(model.cfg)  # model.transcribe(paths) reads cfg.validation_ds (enhi.portable)
     mode = decoder_cuda_graphs or OmegaConf.select(cfg, "model.decoder_cuda_graphs", default=DEFAULT_DECODER_CUDA_GRAPHS)
@@ -116,10 +118,15 @@ def configure_model(model, cfg: DictConfig, bnb_optim: bool) -> None:
         if bnb_optim:
             optim["name"] = register_bnb_optimizer()
         model.cfg.optim = optim
-        if m.adaptation.adapter_dim > 0 and model.cfg.get("vocab_transplant") is not None:
+        width = adapter_width(cfg)
+        if width > 0 and model.cfg.get("vocab_transplant") is not None:
             from enhi.adapters import add_adapters
 
-            add_adapters(model, m.adaptation.adapter_dim, m.adaptation.adapter_l2, m.adaptation.adapter_dropout)
+            add_adapters(model, width, m.adaptation.adapter_l2, m.adaptation.adapter_dropout)
+            if m.adaptation.gate_by_language:
+                from enhi.language_gate import mark
+
+                mark(model, new_language(cfg))
         groups = optimizer_param_groups(model, cfg)  # encoder and heads of a transplanted model at their own rates
         model.cfg.pop("optim_param_groups", None)
         if groups:
@@ -162,7 +169,7 @@ def train_ds_config(cfg: DictConfig, rank: int = 0, resumed_step: int = 0) -> di
         seed, shard_seed = cfg.seed + resumed_step, "randomized"
     return {
         "use_lhotse": True,
-        "input_cfg": [_input_cfg(s) for s in sources],
+        "input_cfg": [_input_cfg(s) for s in sources if s.weight > 0],  # weight 0: listed, not trained on
         "sample_rate": 16000,
         "batch_duration": t.batch_duration,
         "use_bucketing": t.num_buckets > 1,
@@ -271,7 +278,8 @@ class ValidationByLanguage(pl.Callback):
             # Each rank transcribes its share; every rank then scores the whole set, so all log the same values
             # (ModelCheckpoint on every rank ranks by them, and they must agree to save together).
             rank, world = trainer.global_rank, trainer.world_size
-            mine = evaluate_sets(pl_module, {n: e[rank::world] for n, e in self.sets.items()}, self.batch_size)
+            mine = evaluate_sets(pl_module, {n: e[rank::world] for n, e in self.sets.items()}, self.batch_size,
+                                 self.langs)
             gathered: list[dict] = [{}] * world
             torch.distributed.all_gather_object(gathered, {n: r["predictions"] for n, r in mine.items()})
             results = {n: score_predictions([p for g in gathered for p in g[n]], self.langs.get(n)) for n in self.sets}
@@ -286,6 +294,9 @@ class ValidationByLanguage(pl.Callback):
             if "std_wer" in r:
                 metrics[f"val_{name}_std_wer"] = r["std_wer"]
                 metrics[f"val_{name}_std_cer"] = r["std_cer"]
+            for k in ("auto_wer", "auto_cer", "routed"):  # a gated model without the language (enhi/language_gate.py)
+                if k in r:
+                    metrics[f"val_{name}_{k}"] = r[k]
         metrics["val_wer"] = sum(r["wer"] for r in results.values()) / max(len(results), 1)
         self.last_predictions = {name: r["predictions"] for name, r in results.items()}
         step = trainer.global_step

@@ -24,18 +24,20 @@ SCRIPT = ROOT / "ft_110M_enhi_demo.py"
 STEPS = 6
 
 
-def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool) -> list[str]:
+def _argv(standin: Path, corpus: dict, exp_dir: Path, bnb: bool, gated: bool = False) -> list[str]:
+    # The methods against forgetting hold state of their own (a teacher, anchor weights, a Fisher file): on. The
+    # gated mode holds a router file and adapters instead (enhi/language_gate.py).
+    methods = (["model.adaptation.gate_by_language=true", "model.adaptation.adapter_dim=8",
+                "model.adaptation.router_utterances=16"] if gated else
+               ["model.adaptation.distill_weight=1", "model.adaptation.anchor_weight=1",
+                "model.adaptation.anchor_fisher=true", "model.adaptation.fisher_utterances=16"])
     return [
         f"init_from_nemo_model={standin}",
         *DEMO_SETTINGS,
         f"model.tokenizer.dir={MERGED_DIR}",
         "model.adaptation.new_rows=mean",  # the romanizer's 5 s load per run would test nothing about resuming
         f"bnb_optim={str(bnb).lower()}",
-        # The methods against forgetting hold state of their own (a teacher, anchor weights, a Fisher file): on.
-        "model.adaptation.distill_weight=1",
-        "model.adaptation.anchor_weight=1",
-        "model.adaptation.anchor_fisher=true",
-        "model.adaptation.fisher_utterances=16",
+        *methods,
         f"model.train_ds.manifests=[{{path: {corpus['en_train']}, lang: en}}, {{path: {corpus['hi_train']}, lang: hi}}]",
         f"model.validation_ds.sets=[{{name: en, path: {corpus['en_val']}, lang: en}}]",
         "model.train_ds.batch_duration=12",
@@ -129,27 +131,29 @@ def _killed_run(argv: list[str], run_dir: Path, when: str) -> None:
 @pytest.fixture(scope="session")  # session: under xdist a module fixture can be rebuilt
 def uninterrupted(standin_nemo, small_corpus, tmp_path_factory):
     """The uninterrupted run for each optimizer, trained once and shared by the kill points."""
-    runs: dict[bool, Path] = {}
+    runs: dict[tuple[bool, bool], Path] = {}
 
-    def get(bnb: bool) -> Path:
-        if bnb not in runs:
-            runs[bnb] = tmp_path_factory.mktemp("whole")
-            load_script(SCRIPT).main(_argv(standin_nemo, small_corpus, runs[bnb], bnb))
-        return runs[bnb]
+    def get(bnb: bool, gated: bool = False) -> Path:
+        if (bnb, gated) not in runs:
+            runs[bnb, gated] = tmp_path_factory.mktemp("whole")
+            load_script(SCRIPT).main(_argv(standin_nemo, small_corpus, runs[bnb, gated], bnb, gated))
+        return runs[bnb, gated]
 
     return get
 
 
 # Both kill points with 8-bit AdamW, the optimizer whose state is the project's own concern (its quantized state
 # must come back bit for bit), sharing one uninterrupted run; AdamW's resume is test_training_run's.
+# The language-gated mode once more, mid-step, with 8-bit AdamW.
 @pytest.mark.parametrize(
-    "bnb, when",
-    [(True, "mid-step"), (True, "at-rename")],
-    ids=["adamw8bit-mid-step", "adamw8bit-at-checkpoint-rename"],
+    "bnb, when, gated",
+    [(True, "mid-step", False), (True, "at-rename", False), (True, "mid-step", True)],
+    ids=["adamw8bit-mid-step", "adamw8bit-at-checkpoint-rename", "gated-adamw8bit-mid-step"],
 )
-def test_sigkill_and_same_command_matches_uninterrupted_run(bnb, when, uninterrupted, standin_nemo, small_corpus, tmp_path):
-    whole, killed = uninterrupted(bnb), tmp_path / "killed"
-    argv = _argv(standin_nemo, small_corpus, killed, bnb)
+def test_sigkill_and_same_command_matches_uninterrupted_run(bnb, when, gated, uninterrupted, standin_nemo, small_corpus,
+                                                            tmp_path):
+    whole, killed = uninterrupted(bnb, gated), tmp_path / "killed"
+    argv = _argv(standin_nemo, small_corpus, killed, bnb, gated)
     _killed_run(argv, killed, when)
     assert not list(killed.rglob("*.nemo"))
     k = _last_ckpt(killed)["global_step"]
@@ -169,7 +173,13 @@ def test_sigkill_and_same_command_matches_uninterrupted_run(bnb, when, uninterru
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
     start = _weights(standin_nemo)
-    assert sum(not torch.equal(start[n], wa[n]) for n in start if n.startswith("encoder.")) > 10  # it trained
+    if gated:  # every pretrained encoder weight held, the adapters trained; the router fit once, reused on resume
+        assert all(torch.equal(start[n], wa[n]) for n in start if n.startswith("encoder."))
+        up = [n for n in wa if ".adapter_layer." in n and n.endswith("module.3.weight")]  # zero at the start
+        assert up and all(wa[n].abs().sum() > 0 for n in up)
+        assert (killed / "run" / "router.json").is_file()
+    else:
+        assert sum(not torch.equal(start[n], wa[n]) for n in start if n.startswith("encoder.")) > 10  # it trained
 
     # The validation curve survives the resume (NeMo moves the run folder's own files into run_<n>/ then).
     assert sorted({h["step"] for h in _history(killed)}) == [h["step"] for h in _history(whole)] == [0, 2, 4, 6]

@@ -86,9 +86,9 @@ def main(argv: list[str]) -> None:
     gated = is_gated(model)
     for lang, entries in groups.items():
         path = (lang if args.lang == "manifest" else args.lang) if gated else None
-        if path == AUTO:
-            routed = route(model, [load_audio(e.audio_filepath) for e in entries], args.batch_size)
-            print(f"{lang}: routed to {lang} {sum(r == lang for r in routed) / len(routed):.3f} of {len(routed)}")
+        if path == AUTO:  # routed once: the accuracy printed is of the paths decoded
+            path = route(model, [load_audio(e.audio_filepath) for e in entries], args.batch_size)
+            print(f"{lang}: routed to {lang} {sum(r == lang for r in path) / len(path):.3f} of {len(path)}")
         hyps = transcribe_entries(model, entries, args.batch_size, args.decoder,
                                   progress=f"{lang} ({len(entries)} utterances)", lang=path)
         scores[lang] = score_all([e.text for e in entries], hyps, lang, [e.raw_text for e in entries])

@@ -275,6 +275,10 @@ def summarize(runs: dict[str, list[dict]], standin_en_wer: float, steps: int) ->
     return "\n".join(lines)
 
 
+def _verdict(ok: bool) -> str:
+    return "MET" if ok else "MISSED"
+
+
 def _mean_at(rs: list[dict], key: str) -> list[float]:
     return [statistics.mean(r["history"][i][key] for r in rs) for i in range(len(rs[0]["history"]))]
 
@@ -286,27 +290,23 @@ def gated_targets(arm: str, gated: list[dict], recipe: list[dict], plain: list[d
     en_diff = max(abs(p["val_en_wer"] - standin_en_wer) for r in gated for p in r["history"])
     after = [i for i, s in enumerate(steps) if s >= steps[-1] / 3]
     # Without the language: the router is fit as training starts, after the step-0 validation; judged at the end.
-    auto_en, auto_hi = ([statistics.mean(r["history"][-1][k] for r in gated)] for k in ("val_en_auto_wer",
-                                                                                          "val_hi_auto_cer"))
+    auto_en, auto_hi = (statistics.mean(r["history"][-1][k] for r in gated) for k in ("val_en_auto_wer",
+                                                                                        "val_hi_auto_cer"))
     routed = {lang: statistics.mean(r["history"][-1][f"val_{lang}_routed"] for r in gated) for lang in ("en", "hi")}
-
-    def verdict(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-
     return [
         f"Targets for {arm} (means over seeds; routed: the share of each validation set the router sends to its own "
         f"language at the end, en {routed['en']:.3f}, hi {routed['hi']:.3f}):",
         f"- English with the language given, WER equal to the stand-in's at every checkpoint of every seed: "
-        f"{verdict(en_diff == 0)} (largest difference {en_diff:.3f}; transcripts identical: tests/test_language_gate.py)",
+        f"{_verdict(en_diff == 0)} (largest difference {en_diff:.3f}; transcripts identical: tests/test_language_gate.py)",
         f"- Hindi with the language given, CER <= plain's from a third of training on: "
-        f"{verdict(all(g_hi[i] <= p_hi[i] for i in after))} ("
+        f"{_verdict(all(g_hi[i] <= p_hi[i] for i in after))} ("
         + ", ".join(f"step {steps[i]}: {g_hi[i]:.3f} vs {p_hi[i]:.3f}" for i in after) + ")",
-        f"- Hindi at the end within 0.02 of the recipe's: {verdict(g_hi[-1] <= r_hi[-1] + 0.02)} "
+        f"- Hindi at the end within 0.02 of the recipe's: {_verdict(g_hi[-1] <= r_hi[-1] + 0.02)} "
         f"({g_hi[-1]:.3f} vs {r_hi[-1]:.3f})",
         f"- without the language, English WER within 0.02 of the stand-in's at the end: "
-        f"{verdict(auto_en[-1] <= standin_en_wer + 0.02)} ({auto_en[-1]:.3f} vs {standin_en_wer:.3f})",
+        f"{_verdict(auto_en <= standin_en_wer + 0.02)} ({auto_en:.3f} vs {standin_en_wer:.3f})",
         f"- without the language, Hindi CER within 0.03 of the language-given one at the end: "
-        f"{verdict(auto_hi[-1] <= g_hi[-1] + 0.03)} ({auto_hi[-1]:.3f} vs {g_hi[-1]:.3f})",
+        f"{_verdict(auto_hi <= g_hi[-1] + 0.03)} ({auto_hi:.3f} vs {g_hi[-1]:.3f})",
         f"- median step time at most 1.3x the recipe's: {step_ratio(gated, recipe)}",
     ]
 
@@ -320,21 +320,18 @@ def targets(recipe: list[dict], plain: list[dict], standin_en_wer: float) -> lis
     mute = {name: next((s for s, c in zip(steps, m, strict=True) if c < MUTE_CER), math.inf)
             for name, m in (("recipe", r_hi), ("plain", p_hi))}
 
-    def verdict(ok: bool) -> str:
-        return "MET" if ok else "MISSED"
-
     worst = max(r_en[1:])
     return [
         "Targets for the recipe (means over seeds):",
         f"- Hindi CER <= plain's at every checkpoint from a third of training on: "
-        f"{verdict(all(r_hi[i] <= p_hi[i] for i in after))} ("
+        f"{_verdict(all(r_hi[i] <= p_hi[i] for i in after))} ("
         + ", ".join(f"step {steps[i]}: {r_hi[i]:.3f} vs {p_hi[i]:.3f}" for i in after) + ")",
         f"- out of the mute stage (mean Hindi CER < {MUTE_CER}) in at most half of plain's steps: "
-        f"{verdict(mute['recipe'] <= mute['plain'] / 2)} (recipe at step {mute['recipe']}, plain at {mute['plain']})",
-        f"- English WER never above the stand-in's + 0.02 ({standin_en_wer + 0.02:.3f}): {verdict(worst <= standin_en_wer + 0.02)}"
+        f"{_verdict(mute['recipe'] <= mute['plain'] / 2)} (recipe at step {mute['recipe']}, plain at {mute['plain']})",
+        f"- English WER never above the stand-in's + 0.02 ({standin_en_wer + 0.02:.3f}): {_verdict(worst <= standin_en_wer + 0.02)}"
         f" (worst {worst:.3f})",
         f"- English WER at the end within the stand-in's + 0.01 ({standin_en_wer + 0.01:.3f}): "
-        f"{verdict(r_en[-1] <= standin_en_wer + 0.01)} ({r_en[-1]:.3f})",
+        f"{_verdict(r_en[-1] <= standin_en_wer + 0.01)} ({r_en[-1]:.3f})",
         f"- median step time at most 1.3x plain's: {step_ratio(recipe, plain)}",
     ]
 

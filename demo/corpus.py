@@ -251,17 +251,23 @@ def _render_voice_main() -> None:
     json.dump(out, sys.stdout)
 
 
-def _render_voice(job: tuple[str, list[tuple[str, dict[str, Any]]]]) -> dict[str, float]:
+def in_fresh_interpreter(code: str, stdin: str, what: str) -> str:
+    """Run `code` in a new Python interpreter that imports this repository, `stdin` as its input; its stdout.
+    A new interpreter (not multiprocessing, which would re-import the caller's main script): eSpeak starts clean."""
     import subprocess
     import sys
 
-    # A new interpreter (not multiprocessing, which would re-import the caller's main script): eSpeak starts clean.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))}
-    r = subprocess.run([sys.executable, "-c", "from demo.corpus import _render_voice_main; _render_voice_main()"],
-                       input=json.dumps(job, ensure_ascii=False), capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", code], input=stdin, capture_output=True, text=True, env=env)
     if r.returncode != 0:
-        raise RuntimeError(f"eSpeak synthesis of voice {job[1][0][1]['voice']!r} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout)
+        raise RuntimeError(f"{what} failed:\n{r.stderr[-3000:]}")
+    return r.stdout
+
+
+def _render_voice(job: tuple[str, list[tuple[str, dict[str, Any]]]]) -> dict[str, float]:
+    return json.loads(in_fresh_interpreter("from demo.corpus import _render_voice_main; _render_voice_main()",
+                                           json.dumps(job, ensure_ascii=False),
+                                           f"eSpeak synthesis of voice {job[1][0][1]['voice']!r}"))
 
 
 def render(items: Sequence[tuple[str | Path, str, dict[str, Any]]], processes: int = 2) -> dict[str, float]:

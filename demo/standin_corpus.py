@@ -39,6 +39,7 @@ from demo.corpus import (
     SAMPLE_RATE,
     VOICES,
     corpus_plan,
+    in_fresh_interpreter,
     synthesize,
     utterance_seed,
 )
@@ -179,18 +180,12 @@ def _render_fresh_main() -> None:
 def render_fresh(items: list[dict[str, Any]]) -> list[np.ndarray]:
     """`render(item, seeded=True)` for each item, in order, in a new interpreter: eSpeak keeps state from one
     utterance to the next, so only a clean process speaking a fixed sequence gives the same bytes every time."""
-    import subprocess
-    import sys
     import tempfile
 
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "audio.npz")
-        r = subprocess.run([sys.executable, "-c", "from demo.standin_corpus import _render_fresh_main as m; m()"],
-                           input=json.dumps([items, out], ensure_ascii=False), capture_output=True, text=True, env=env)
-        if r.returncode != 0:
-            raise RuntimeError(f"eSpeak synthesis failed:\n{r.stderr[-3000:]}")
+        in_fresh_interpreter("from demo.standin_corpus import _render_fresh_main as m; m()",
+                             json.dumps([items, out], ensure_ascii=False), "eSpeak synthesis")
         with np.load(out) as z:
             return [z[f"arr_{i}"] for i in range(len(items))]
 

@@ -25,14 +25,17 @@ def _texts(hyps) -> list[str]:
 @torch.no_grad()
 def transcribe_audio(
     model, audios: Sequence[np.ndarray], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None,
-    lang: str | None = None,
+    lang: str | Sequence[str] | None = None,
 ) -> list[str]:
     """Greedy transcripts of 16 kHz float arrays with the TDT (`decoder="tdt"`) or the CTC head; with `progress`
-    (a label), a progress bar over batches when there are more than a few. `lang` picks a gated model's path
-    (a language, or "auto" for its router, per utterance; enhi/language_gate.py)."""
+    (a label), a progress bar over batches when there are more than a few. `lang` picks a gated model's path: one
+    language, one per utterance, or "auto" for its router (enhi/language_gate.py)."""
     from tqdm import tqdm
 
-    from enhi.language_gate import decoding_as
+    from enhi.language_gate import AUTO, decoding_as, route
+
+    if lang == AUTO:
+        lang = route(model, audios, batch_size)
 
     was_training = model.training
     model.eval()
@@ -42,7 +45,7 @@ def transcribe_audio(
     try:
         for i in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) <= 4):
             sig, lens = audio_batch(audios[i : i + batch_size], device)
-            with decoding_as(model, lang, audios[i : i + batch_size]):
+            with decoding_as(model, lang if lang is None or isinstance(lang, str) else lang[i : i + batch_size]):
                 enc, enc_len = model.forward(input_signal=sig, input_signal_length=lens)
                 if decoder == "tdt":
                     hyps = model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)
@@ -59,12 +62,14 @@ def transcribe_audio(
 
 def transcribe_entries(
     model, entries: Sequence[ManifestEntry], batch_size: int = 8, decoder: str = "tdt", progress: str | None = None,
-    lang: str | None = None,
+    lang: str | Sequence[str] | None = None,
 ) -> list[str]:
     """Transcribe manifest entries, shortest first (less padding), returned in manifest order (`lang`: as in
-    `transcribe_audio`)."""
+    `transcribe_audio`, one per entry in manifest order)."""
     order = sorted(range(len(entries)), key=lambda i: entries[i].duration)
     audio = [load_audio(entries[i].audio_filepath) for i in order]
+    if lang is not None and not isinstance(lang, str):
+        lang = [lang[i] for i in order]
     texts = transcribe_audio(model, audio, batch_size, decoder, progress, lang)
     result = [""] * len(entries)
     for i, t in zip(order, texts, strict=True):
@@ -103,7 +108,7 @@ def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: i
                   langs: dict[str, str] | None = None) -> dict[str, dict]:
     """Per named set: WER and CER of the TDT and CTC heads, plus the predictions; a set whose language `langs`
     names is also scored by its benchmark scheme (`score_predictions`)."""
-    from enhi.language_gate import AUTO, is_gated, route
+    from enhi.language_gate import is_gated, route
 
     results = {}
     for name, entries in sets.items():
@@ -114,8 +119,8 @@ def evaluate_sets(model, sets: dict[str, Sequence[ManifestEntry]], batch_size: i
                   "pred_text": p, "pred_text_ctc": c} for e, p, c in zip(entries, tdt, ctc, strict=True)]
         if lang is not None and model.cfg.language_gate.get("router") is not None:
             # And as if the language were unknown: the router's choice per utterance, and the transcripts it gives.
-            auto = transcribe_entries(model, entries, batch_size, "tdt", lang=AUTO)
             routed = route(model, [load_audio(e.audio_filepath) for e in entries], batch_size)
+            auto = transcribe_entries(model, entries, batch_size, "tdt", lang=routed)
             for p, a, r in zip(preds, auto, routed, strict=True):
                 p.update(pred_text_auto=a, routed=r)
         results[name] = score_predictions(preds, (langs or {}).get(name))

@@ -42,10 +42,10 @@ import lightning.pytorch as pl
 import torch
 
 from enhi.atomic import atomic_file
-from enhi.config import DISTILL_TARGETS, train_manifests
+from enhi.config import DISTILL_TARGETS
 from enhi.errors import UserError
 from enhi.resilience import length_sync_off, no_length_sync
-from enhi.rows import old_language_rows
+from enhi.rows import old_language_rows, training_entries_by_language
 from enhi.transplant import VocabLayout, tdt_omega_off
 
 FISHER_FILE = "fisher.pt"
@@ -331,11 +331,7 @@ def _new_row_masks(model) -> dict[str, torch.Tensor]:
 
 def fisher_entries(cfg, model, n: int) -> list:
     """Up to `n` old-language utterances of the plain training manifests, in an order fixed by `cfg.seed`."""
-    from enhi.manifest import read_manifest
-
-    n_old = old_vocab_size(model)
-    entries = [e for s in train_manifests(cfg) if s.type == "nemo" for e in read_manifest(s.path, check_audio=False)]
-    old = [e for e in entries if e.text.strip() and max(model.tokenizer.text_to_ids(e.text)) < n_old]
+    old, _ = training_entries_by_language(cfg, model)
     if not old:
         raise UserError("model.adaptation.anchor_fisher=true needs old-language (English) utterances in a plain "
                         "training manifest (model.train_ds.manifests, type nemo); none was found")

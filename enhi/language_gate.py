@@ -12,11 +12,11 @@ utterance:
   model is the pretrained one and writes only the pretrained tokens.
 
 In training the path of each utterance is read from its transcript (one written only with the pretrained
-model's tokens is English: `enhi.forgetting.old_language_rows`), so mixed batches gate per utterance; English
+model's tokens is English: `enhi.rows.old_language_rows`), so mixed batches gate per utterance; English
 utterances then train nothing (nothing they reach can move). Validation and `eval_nemo.py` decode each set on
 its language's path; `language_path(model, lang)` does it for any code.
 
-Without a language (`lang="auto"`), `Router` picks the path per utterance: a logistic regression on the
+Without a language (`lang="auto"`), `route` picks the path per utterance: a logistic regression on the
 pretrained encoder's time-averaged output. The encoder is held, so the router can be fit once, before training,
 on training utterances of each language (`router_utterances` of them; rank 0 fits it into
 `<run folder>/router.json`, which every rank and a resumed run reuse) and it stays valid for the whole run. It
@@ -42,7 +42,8 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from enhi.errors import UserError
-from enhi.lang_hint import BASE_LANG, PENALTY
+from enhi.lang_hint import BASE_LANG, PENALTY, allowed_token_ids, restricted_to
+from enhi.rows import old_language_rows, training_entries_by_language
 
 KEY = "language_gate"  # model.cfg key: {base, new, router}
 ROUTER_FILE = "router.json"
@@ -68,7 +69,7 @@ class Gate:
 
     def __init__(self, model: Any):
         self.n_old = int(model.cfg.vocab_transplant.old_vocab_size)
-        self.n_tokens = int(model.tokenizer.vocab_size)
+        self.not_base = ~allowed_token_ids(model, BASE_LANG)  # the tokens the base path may not write
         self.rows: bool | torch.Tensor | None = None
         self._joint_rows: bool | torch.Tensor | None = None
         self._cursor, self._sub = 0, None
@@ -134,7 +135,7 @@ class Gate:
         if rows is None or rows is True:
             return None
         cols = torch.zeros(out.shape[dim], dtype=out.dtype, device=out.device)
-        cols[self.n_old: self.n_tokens] = PENALTY
+        cols[: self.not_base.numel()][self.not_base.to(out.device)] = PENALTY
         base = torch.ones(out.shape[0], dtype=out.dtype, device=out.device) if rows is False else \
             (~rows).to(out.device, out.dtype)
         shape = [1] * out.dim()
@@ -190,8 +191,6 @@ def static_path(model: Any, lang: str | None) -> Iterator[None]:
     """`lang`'s path as the model's own weights and modules, no hooks (for an export that traces the model):
     the base language's is the pretrained graph (adapters disabled, new tokens' biases `PENALTY` lower), the new
     language's the model as stock NeMo runs it."""
-    from enhi.lang_hint import restricted_to
-
     if lang is None or install(model) is None or path_of(model, lang):
         yield
         return
@@ -218,15 +217,12 @@ class GateByLanguage(pl.Callback):
     """Training: each batch's utterances on their own paths (read from their transcripts)."""
 
     def __init__(self, model: Any):
-        from enhi.rows import old_language_rows
-
-        self._old_rows = old_language_rows
         self.gate = install(model)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         _, _, transcript, transcript_len = batch
         rows = torch.ones(transcript.shape[0], dtype=torch.bool, device=transcript.device)
-        rows[self._old_rows(transcript, transcript_len, self.gate.n_old)] = False
+        rows[old_language_rows(transcript, transcript_len, self.gate.n_old)] = False
         self.gate.rows = rows
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -276,49 +272,39 @@ def fit_router(features: torch.Tensor, is_new: torch.Tensor, l2: float = 1e-4) -
     return {"mean": mean.tolist(), "std": std.tolist(), "weight": w.detach().tolist(), "bias": float(b)}
 
 
-def route_rows(model: Any, audios: Sequence[np.ndarray], batch_size: int = 8) -> torch.Tensor:
-    """Per utterance, whether the model's router sends it to the new language (see the module doc)."""
+def route(model: Any, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
+    """The language of each utterance, by the model's router (see the module doc)."""
     if not is_gated(model):
         raise UserError("--lang auto routes between the paths of a model trained with "
                         "model.adaptation.gate_by_language: true; this model has one path")
-    r = model.cfg[KEY].get("router")
-    if r is None:
+    c = model.cfg[KEY]
+    if c.get("router") is None:
         raise UserError("this gated model has no router (it is fit when training starts); give the language "
                         "(--lang) instead of auto")
-    r = OmegaConf.to_container(r)
+    r = OmegaConf.to_container(c.router)
     x = (pooled_features(model, audios, batch_size) - torch.tensor(r["mean"])) / torch.tensor(r["std"])
-    return (x @ torch.tensor(r["weight"]) + r["bias"]) > 0
-
-
-def route(model: Any, audios: Sequence[np.ndarray], batch_size: int = 8) -> list[str]:
-    """The language of each utterance, by the model's router."""
-    c = model.cfg[KEY]
-    return [c.new if n else c.base for n in route_rows(model, audios, batch_size).tolist()]
+    return [c.new if n else c.base for n in ((x @ torch.tensor(r["weight"]) + r["bias"]) > 0).tolist()]
 
 
 @contextlib.contextmanager
-def decoding_as(model: Any, lang: str | None, audios: Sequence[np.ndarray] = ()) -> Iterator[None]:
-    """Decode the batch `audios` inside the block on `lang`'s path; `AUTO`: each utterance on the path its
-    router picks (one extra forward of the pretrained encoder); None: the model as it is."""
-    if lang != AUTO:
+def decoding_as(model: Any, lang: str | Sequence[str] | None, audios: Sequence[np.ndarray] = ()) -> Iterator[None]:
+    """Decode the batch `audios` inside the block on `lang`'s path: one language for the batch, one per utterance,
+    `AUTO` (each utterance on the path its router picks: one extra forward of the pretrained encoder), or None
+    (the model as it is)."""
+    if lang == AUTO:
+        lang = route(model, audios, max(1, len(audios)))
+    if lang is None or isinstance(lang, str):
         with language_path(model, lang):
             yield
         return
-    with rows_gated(model, route_rows(model, audios, max(1, len(audios)))):
+    with rows_gated(model, torch.tensor([path_of(model, x) for x in lang])):
         yield
 
 
 def router_entries(cfg: Any, model: Any, n: int) -> tuple[list, list]:
     """Up to `n` utterances of each language from the plain training manifests, in an order fixed by `cfg.seed`:
     (base-language entries, new-language entries), told apart by their transcripts' tokens."""
-    from enhi.config import train_manifests
-    from enhi.manifest import read_manifest
-
-    n_old = int(model.cfg.vocab_transplant.old_vocab_size)
-    entries = [e for s in train_manifests(cfg) if s.type == "nemo" for e in read_manifest(s.path, check_audio=False)
-               if e.text.strip()]
-    old = [e for e in entries if max(model.tokenizer.text_to_ids(e.text)) < n_old]
-    new = [e for e in entries if max(model.tokenizer.text_to_ids(e.text)) >= n_old]
+    old, new = training_entries_by_language(cfg, model)
     if not old or not new:
         raise UserError("model.adaptation.gate_by_language fits its router on utterances of both languages from "
                         "the plain training manifests (model.train_ds.manifests, type nemo; weight 0 keeps one "

@@ -51,3 +51,19 @@ def old_language_rows(transcript: torch.Tensor, transcript_len: torch.Tensor, n_
     pos = torch.arange(transcript.shape[1], device=transcript.device)
     new = (transcript >= n_old) & (pos[None, :] < transcript_len[:, None])
     return torch.nonzero(~new.any(dim=1)).flatten()
+
+
+def training_entries_by_language(cfg, model) -> tuple[list, list]:
+    """The utterances of the plain training manifests (empty transcripts left out), in manifest order, split by
+    their tokens: (written only with the pretrained model's tokens, the others)."""
+    from enhi.config import train_manifests
+    from enhi.manifest import read_manifest
+
+    n_old = int(model.cfg.vocab_transplant.old_vocab_size)
+    old, new = [], []
+    for s in train_manifests(cfg):
+        if s.type == "nemo":
+            for e in read_manifest(s.path, check_audio=False):
+                if e.text.strip():
+                    (old if max(model.tokenizer.text_to_ids(e.text)) < n_old else new).append(e)
+    return old, new
